@@ -1,0 +1,30 @@
+"""exemplar-svm: rank a corpus per query with an exemplar SVM, for LangChain and LlamaIndex."""
+
+from exemplar_svm.embedders import (
+    Embedder,
+    LangChainEmbedder,
+    LlamaIndexEmbedder,
+    OpenAIEmbedder,
+    SentenceTransformerEmbedder,
+    as_embedder,
+)
+from exemplar_svm.index import MODES, ExemplarIndex, Hit, Mode
+from exemplar_svm.svm import LinearModel, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODES",
+    "Embedder",
+    "ExemplarIndex",
+    "Hit",
+    "LangChainEmbedder",
+    "LinearModel",
+    "LlamaIndexEmbedder",
+    "Mode",
+    "OpenAIEmbedder",
+    "SentenceTransformerEmbedder",
+    "__version__",
+    "as_embedder",
+    "fit",
+]

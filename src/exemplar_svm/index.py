@@ -1,0 +1,399 @@
+"""ExemplarIndex: a corpus of embeddings ranked per query by kNN, the exemplar SVM or both."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from exemplar_svm._checks import as_matrix, check_ids, check_k, check_positive, unit_rows
+from exemplar_svm.svm import fit
+
+Mode = Literal["svm", "knn", "hybrid"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+#: Examples for :meth:`ExemplarIndex.search`: corpus ids, vectors, or a mix of both.
+Examples = Union[str, ArrayLike, Sequence[Union[str, ArrayLike]], None]  # noqa: UP007
+
+FORMAT = "exemplar-svm-index"
+FORMAT_VERSION = 1
+MANIFEST = "index.json"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked document.
+
+    Attributes
+    ----------
+    id : str
+        The document's id in the index.
+    score : float
+        The ranking score of the search mode; higher is better. For ``"svm"`` it is the SVM's
+        decision value, for ``"knn"`` the cosine similarity, for ``"hybrid"`` the mean of the
+        two z-scores.
+    similarity : float
+        Cosine similarity between the document and the query, whatever the mode.
+    """
+
+    id: str
+    score: float
+    similarity: float
+
+
+class ExemplarIndex:
+    """A corpus of embeddings searched by the exemplar SVM, kNN or a hybrid of both.
+
+    Vectors are stored L2-normalised as float32, so cosine similarity is a dot product and the
+    SVM sees every document at the same scale.
+
+    Parameters
+    ----------
+    vectors : array-like of shape (n, d)
+        One embedding per document.
+    ids : sequence of str, optional
+        One unique id per document; ``"0"``, ``"1"``, ... by default.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from exemplar_svm import ExemplarIndex
+    >>> rng = np.random.default_rng(0)
+    >>> index = ExemplarIndex(rng.normal(size=(100, 16)))
+    >>> [hit.id for hit in index.search(index.vector("7"), k=3, mode="knn")][0]
+    '7'
+    >>> hits = index.search(index.vector("7"), k=3, negatives=["7"])
+    >>> "7" in [hit.id for hit in hits]
+    False
+    """
+
+    def __init__(self, vectors: ArrayLike, ids: Sequence[str] | None = None) -> None:
+        matrix = unit_rows(as_matrix(vectors, "vectors", dtype=np.float32), "vectors")
+        id_list = [str(i) for i in range(len(matrix))] if ids is None else list(ids)
+        if len(id_list) != len(matrix):
+            raise ValueError(f"got {len(id_list)} ids for {len(matrix)} vectors; pass one id each")
+        check_ids(id_list)
+        self._vectors: NDArray[np.float32] = np.ascontiguousarray(matrix)
+        self._ids = id_list
+        self._rows = {item: row for row, item in enumerate(id_list)}
+
+    # -- corpus ------------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[str]:
+        """Document ids in row order (a copy)."""
+        return list(self._ids)
+
+    @property
+    def vectors(self) -> NDArray[np.float32]:
+        """The normalised corpus matrix, read-only."""
+        view = self._vectors.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def dim(self) -> int:
+        return int(self._vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._rows
+
+    def vector(self, item: str) -> NDArray[np.float32]:
+        """The stored (normalised) vector of document ``item``."""
+        return self._vectors[self._row(item)].copy()
+
+    def add(self, vectors: ArrayLike, ids: Sequence[str] | None = None) -> list[str]:
+        """Append documents; the index is unchanged if any of them is invalid.
+
+        Returns the ids of the new documents (``str(row)`` by default).
+        """
+        matrix = unit_rows(as_matrix(vectors, "vectors", dim=self.dim, dtype=np.float32), "vectors")
+        start = len(self._ids)
+        new_ids = [str(start + i) for i in range(len(matrix))] if ids is None else list(ids)
+        if len(new_ids) != len(matrix):
+            raise ValueError(f"got {len(new_ids)} ids for {len(matrix)} vectors; pass one id each")
+        check_ids(new_ids)
+        clash = next((item for item in new_ids if item in self._rows), None)
+        if clash is not None:
+            raise ValueError(f"duplicate id {clash!r}: the index already holds a document with it")
+        self._vectors = np.ascontiguousarray(np.vstack([self._vectors, matrix]))
+        self._ids.extend(new_ids)
+        self._rows.update({item: start + i for i, item in enumerate(new_ids)})
+        return new_ids
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: ArrayLike,
+        k: int = 10,
+        *,
+        mode: Mode = "svm",
+        positives: Examples = None,
+        negatives: Examples = None,
+        C: float = 0.1,
+        negative_weight: float = 10.0,
+    ) -> list[Hit]:
+        """Rank the corpus for ``query`` and return the best ``k`` documents, best first.
+
+        Parameters
+        ----------
+        query : array-like of shape (d,) or (m, d)
+            The query embedding, or several (their shared concept is searched for).
+        k : int, default=10
+            How many hits; the whole remaining corpus if it holds fewer.
+        mode : {"svm", "knn", "hybrid"}, default="svm"
+            ``"svm"`` ranks by an exemplar SVM trained with the query and ``positives`` as
+            positives and every other corpus document as a negative. ``"knn"`` ranks by cosine
+            similarity to the normalised mean of the query and positive vectors (named negatives
+            are only left out). ``"hybrid"`` ranks by the mean of the z-scored SVM and kNN
+            scores over the candidate documents.
+        positives, negatives : str, vector, or sequence of them, optional
+            Extra examples, as corpus ids or vectors. Corpus documents named here are left out
+            of the results.
+        C : float, default=0.1
+            The SVM's loss weight (see :func:`exemplar_svm.fit`).
+        negative_weight : float, default=10.0
+            How many anonymous corpus rows one named negative counts for in the SVM's loss.
+
+        Returns
+        -------
+        list of Hit
+        """
+        k = check_k(k)
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        C = check_positive(C, "C")
+        negative_weight = check_positive(negative_weight, "negative_weight")
+        queries = unit_rows(as_matrix(query, "query", dim=self.dim), "query")
+        pos_rows, pos_vectors = self._examples(positives, "positives")
+        neg_rows, neg_vectors = self._examples(negatives, "negatives")
+        both = set(pos_rows) & set(neg_rows)
+        if both:
+            clash = self._ids[min(both)]
+            raise ValueError(f"document {clash!r} is named both as a positive and a negative")
+
+        candidates = np.ones(len(self), dtype=bool)
+        candidates[pos_rows + neg_rows] = False
+        if not candidates.any():
+            return []
+
+        vectors = self._vectors
+        similarity = vectors @ _direction(queries).astype(np.float32)
+        positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
+        if mode == "knn":
+            scores = vectors @ _direction(positive_set).astype(np.float32)
+        else:
+            svm_scores = self._svm_scores(
+                positive_set, pos_rows, neg_rows, neg_vectors, C, negative_weight
+            )
+            if mode == "svm":
+                scores = svm_scores
+            else:
+                knn_scores = vectors @ _direction(positive_set).astype(np.float32)
+                scores = (_zscore(svm_scores, candidates) + _zscore(knn_scores, candidates)) / 2
+
+        rows = _top_k(np.asarray(scores, dtype=np.float64), candidates, k)
+        return [
+            Hit(id=self._ids[row], score=float(scores[row]), similarity=float(similarity[row]))
+            for row in rows
+        ]
+
+    def _svm_scores(
+        self,
+        positive_set: NDArray[Any],
+        pos_rows: list[int],
+        neg_rows: list[int],
+        neg_vectors: NDArray[Any],
+        C: float,
+        negative_weight: float,
+    ) -> NDArray[np.float64]:
+        is_negative = np.ones(len(self), dtype=bool)
+        is_negative[pos_rows] = False
+        weights = np.ones(len(self))
+        weights[neg_rows] = negative_weight
+        negatives = np.vstack([self._vectors[is_negative], neg_vectors])
+        negative_weights = np.concatenate(
+            [weights[is_negative], np.full(len(neg_vectors), negative_weight)]
+        )
+        if len(negatives) == 0:
+            raise ValueError(
+                "the SVM needs at least one negative, but every corpus document is a positive; "
+                "add documents or pass negatives"
+            )
+        model = fit(positive_set, negatives, C=C, negative_weights=negative_weights)
+        return model.decision_function(self._vectors)
+
+    def _examples(self, examples: Examples, name: str) -> tuple[list[int], NDArray[Any]]:
+        """Split examples into corpus rows (named by id) and extra normalised vectors."""
+        empty = np.empty((0, self.dim))
+        if examples is None:
+            return [], empty
+        if isinstance(examples, str):
+            return [self._row(examples, name)], empty
+        if _is_numeric(examples):
+            return [], unit_rows(as_matrix(examples, name, dim=self.dim), name)
+        rows: list[int] = []
+        vectors: list[NDArray[Any]] = []
+        items: Iterable[Any] = examples  # type: ignore[assignment]
+        for item in items:
+            if isinstance(item, str):
+                rows.append(self._row(item, name))
+            else:
+                vectors.append(as_matrix(item, name, dim=self.dim))
+        stacked = unit_rows(np.vstack(vectors), name) if vectors else empty
+        return sorted(set(rows)), stacked
+
+    def _row(self, item: str, name: str = "ids") -> int:
+        try:
+            return self._rows[item]
+        except KeyError:
+            raise ValueError(f"unknown id {item!r} in {name}: no document has it") from None
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save to the directory ``path``: the matrix as ``.npy``, ids and format as JSON.
+
+        The manifest is replaced last, by an atomic rename, so a crash leaves either the old
+        index or the new one, never a mix.
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = _npy_bytes(self._vectors)
+        digest = hashlib.sha256(payload).hexdigest()
+        array_name = f"vectors-{digest[:16]}.npy"
+        _write_atomic(folder / array_name, payload)
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "count": len(self),
+            "dim": self.dim,
+            "dtype": "float32",
+            "vectors": array_name,
+            "sha256": digest,
+            "ids": self._ids,
+        }
+        old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
+        _write_atomic(folder / MANIFEST, json.dumps(manifest).encode())
+        if old is not None and old.get("vectors") != array_name:
+            (folder / str(old["vectors"])).unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ExemplarIndex:
+        """Load an index written by :meth:`save`; anything else raises ``ValueError``."""
+        folder = Path(path)
+        manifest = _read_manifest(folder)
+        array_name = manifest.get("vectors")
+        if not isinstance(array_name, str) or Path(array_name).name != array_name:
+            raise ValueError(f"{folder / MANIFEST} is corrupt: bad 'vectors' entry")
+        payload = (folder / array_name).read_bytes()
+        if hashlib.sha256(payload).hexdigest() != manifest.get("sha256"):
+            raise ValueError(f"{folder / array_name} is corrupt: its checksum does not match")
+        try:
+            vectors = np.load(io.BytesIO(payload), allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{folder / array_name} is not a readable .npy array: {exc}") from None
+        expected = (manifest.get("count"), manifest.get("dim"))
+        if vectors.dtype != np.float32 or vectors.shape != expected:
+            raise ValueError(
+                f"{folder / array_name} is corrupt: {vectors.dtype} {vectors.shape}, "
+                f"expected float32 {expected}"
+            )
+        index = cls.__new__(cls)
+        ids = manifest.get("ids")
+        if not isinstance(ids, list) or len(ids) != len(vectors):
+            raise ValueError(f"{folder / MANIFEST} is corrupt: ids do not match the vectors")
+        check_ids(ids)
+        index._vectors = np.ascontiguousarray(vectors)
+        index._ids = ids
+        index._rows = {item: row for row, item in enumerate(ids)}
+        return index
+
+    def __repr__(self) -> str:
+        return f"ExemplarIndex(n={len(self)}, dim={self.dim})"
+
+
+def _is_numeric(value: object) -> bool:
+    """True for a vector or matrix of numbers (not ids, not a mix of ids and vectors)."""
+    try:
+        return np.asarray(value).dtype.kind in "fiub"
+    except ValueError:  # ragged: a list of examples of different kinds
+        return False
+
+
+def _direction(vectors: NDArray[Any]) -> NDArray[np.float64]:
+    mean = np.asarray(vectors, dtype=np.float64).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if norm == 0:
+        raise ValueError("the query vectors cancel out (their mean is zero); pass other examples")
+    return mean / norm
+
+
+def _zscore(scores: NDArray[Any], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+    values = np.asarray(scores, dtype=np.float64)
+    selected = values[mask]
+    std = float(selected.std())
+    return (values - selected.mean()) / (std if std > 0 else 1.0)
+
+
+def _top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDArray[np.intp]:
+    """Rows of the ``k`` best candidates, best first; ties go to the lower row, every run."""
+    rows = np.flatnonzero(mask)
+    values = scores[rows]
+    if k < len(rows):
+        cut = np.partition(values, len(values) - k)[len(values) - k]
+        keep = values >= cut
+        rows, values = rows[keep], values[keep]
+    order = np.lexsort((rows, -values))[:k]
+    return rows[order]
+
+
+def _npy_bytes(array: NDArray[Any]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{folder} is not an exemplar-svm index: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is corrupt: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an exemplar-svm index manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {manifest.get('version')!r}; this exemplar-svm reads "
+            f"version {FORMAT_VERSION}: upgrade exemplar-svm or rebuild the index"
+        )
+    return manifest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
