@@ -24,6 +24,11 @@ MODES: tuple[str, ...] = get_args(Mode)
 #: Examples for :meth:`ExemplarIndex.search`: corpus ids, vectors, or a mix of both.
 Examples = Union[str, ArrayLike, Sequence[Union[str, ArrayLike]], None]  # noqa: UP007
 
+#: Defaults of :meth:`ExemplarIndex.search`, shared by the framework adapters.
+DEFAULT_MODE: Mode = "svm"
+DEFAULT_C = 0.1
+DEFAULT_NEGATIVE_WEIGHT = 10.0
+
 FORMAT = "exemplar-svm-index"
 FORMAT_VERSION = 1
 MANIFEST = "index.json"
@@ -140,11 +145,11 @@ class ExemplarIndex:
         query: ArrayLike,
         k: int = 10,
         *,
-        mode: Mode = "svm",
+        mode: Mode = DEFAULT_MODE,
         positives: Examples = None,
         negatives: Examples = None,
-        C: float = 0.1,
-        negative_weight: float = 10.0,
+        C: float = DEFAULT_C,
+        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
     ) -> list[Hit]:
         """Rank the corpus for ``query`` and return the best ``k`` documents, best first.
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real local embedding model (offline) and the shared datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Prove the local model loads without the network: any hub access fails instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("EXEMPLAR_SVM_DATASETS", ROOT.parent / "shared" / "datasets"))
+EMBEDDINGS = "embeddings/all-MiniLM-L6-v2"
+
+
+def dataset_path(name: str) -> Path:
+    """The folder of a shared dataset, or skip the test with a clear message."""
+    path = DATASETS / name
+    if not (path / EMBEDDINGS / "corpus.npy").is_file():
+        pytest.skip(f"shared dataset {name!r} not found under {DATASETS}")
+    return path
+
+
+def corpus_embeddings(name: str) -> np.ndarray:
+    return np.load(dataset_path(name) / EMBEDDINGS / "corpus.npy", allow_pickle=False)
+
+
+def query_embeddings(name: str) -> np.ndarray:
+    return np.load(dataset_path(name) / EMBEDDINGS / "queries.npy", allow_pickle=False)
+
+
+def corpus_texts(name: str, limit: int | None = None) -> list[dict[str, str]]:
+    rows = []
+    with open(dataset_path(name) / "corpus.jsonl", encoding="utf-8") as file:
+        for line in file:
+            rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+@pytest.fixture(scope="session")
+def local_embedder():
+    """The real all-MiniLM-L6-v2, loaded once per test session from the bundled package."""
+    pytest.importorskip("sentence_transformers")
+    from exemplar_svm import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(show_progress=False)
+    embedder.model  # noqa: B018 - load now, so a failure points here
+    return embedder
