@@ -18,7 +18,7 @@ def as_matrix(
     wrongly-sized input.
     """
     try:
-        array = np.asarray(value, dtype=dtype)
+        array: NDArray[Any] = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"{name} must be numeric vectors (a 1-D vector or a 2-D array of rows); "

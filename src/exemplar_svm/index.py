@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, Union, cast, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -101,7 +101,7 @@ class ExemplarIndex:
     @property
     def vectors(self) -> NDArray[np.float32]:
         """The normalised corpus matrix, read-only."""
-        view = self._vectors.view()
+        view: NDArray[np.float32] = self._vectors.view()
         view.flags.writeable = False
         return view
 
@@ -117,7 +117,8 @@ class ExemplarIndex:
 
     def vector(self, item: str) -> NDArray[np.float32]:
         """The stored (normalised) vector of document ``item``."""
-        return self._vectors[self._row(item)].copy()
+        vector: NDArray[np.float32] = self._vectors[self._row(item)].copy()
+        return vector
 
     def add(self, vectors: ArrayLike, ids: Sequence[str] | None = None) -> list[str]:
         """Append documents; the index is unchanged if any of them is invalid.
@@ -196,8 +197,9 @@ class ExemplarIndex:
             return []
 
         vectors = self._vectors
-        similarity = vectors @ _direction(queries).astype(np.float32)
+        similarity: NDArray[Any] = vectors @ _direction(queries).astype(np.float32)
         positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
+        scores: NDArray[Any]
         if mode == "knn":
             scores = vectors @ _direction(positive_set).astype(np.float32)
         else:
@@ -233,11 +235,6 @@ class ExemplarIndex:
         negative_weights = np.concatenate(
             [weights[is_negative], np.full(len(neg_vectors), negative_weight)]
         )
-        if len(negatives) == 0:
-            raise ValueError(
-                "the SVM needs at least one negative, but every corpus document is a positive; "
-                "add documents or pass negatives"
-            )
         model = fit(positive_set, negatives, C=C, negative_weights=negative_weights)
         return model.decision_function(self._vectors)
 
@@ -249,7 +246,7 @@ class ExemplarIndex:
         if isinstance(examples, str):
             return [self._row(examples, name)], empty
         if _is_numeric(examples):
-            return [], unit_rows(as_matrix(examples, name, dim=self.dim), name)
+            return [], unit_rows(as_matrix(cast(ArrayLike, examples), name, dim=self.dim), name)
         rows: list[int] = []
         vectors: list[NDArray[Any]] = []
         items: Iterable[Any] = examples  # type: ignore[assignment]
@@ -277,6 +274,8 @@ class ExemplarIndex:
         """
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
+        # Only ever overwrite an index this library wrote; this raises for anything else.
+        old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
         payload = _npy_bytes(self._vectors)
         digest = hashlib.sha256(payload).hexdigest()
         array_name = f"vectors-{digest[:16]}.npy"
@@ -291,7 +290,6 @@ class ExemplarIndex:
             "sha256": digest,
             "ids": self._ids,
         }
-        old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
         _write_atomic(folder / MANIFEST, json.dumps(manifest).encode())
         if old is not None and old.get("vectors") != array_name:
             (folder / str(old["vectors"])).unlink(missing_ok=True)
@@ -340,7 +338,7 @@ def _is_numeric(value: object) -> bool:
 
 
 def _direction(vectors: NDArray[Any]) -> NDArray[np.float64]:
-    mean = np.asarray(vectors, dtype=np.float64).mean(axis=0)
+    mean: NDArray[np.float64] = np.asarray(vectors, dtype=np.float64).mean(axis=0)
     norm = float(np.linalg.norm(mean))
     if norm == 0:
         raise ValueError("the query vectors cancel out (their mean is zero); pass other examples")
@@ -348,10 +346,10 @@ def _direction(vectors: NDArray[Any]) -> NDArray[np.float64]:
 
 
 def _zscore(scores: NDArray[Any], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
-    values = np.asarray(scores, dtype=np.float64)
+    values: NDArray[np.float64] = np.asarray(scores, dtype=np.float64)
     selected = values[mask]
     std = float(selected.std())
-    return (values - selected.mean()) / (std if std > 0 else 1.0)
+    return (values - float(selected.mean())) / (std if std > 0 else 1.0)
 
 
 def _top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDArray[np.intp]:

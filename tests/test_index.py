@@ -1,0 +1,309 @@
+"""ExemplarIndex: rankings against independent computations, bad input, persistence."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exemplar_svm import ExemplarIndex, fit
+from exemplar_svm.index import MANIFEST
+from tests.conftest import corpus_embeddings, query_embeddings
+from tests.test_svm import clustered
+
+
+@pytest.fixture(scope="module")
+def cranfield() -> tuple[ExemplarIndex, np.ndarray, np.ndarray]:
+    corpus = corpus_embeddings("cranfield")
+    return ExemplarIndex(corpus), corpus, query_embeddings("cranfield")
+
+
+def order(hits) -> list[str]:
+    return [hit.id for hit in hits]
+
+
+def test_knn_is_cosine_ranking(cranfield) -> None:
+    index, corpus, queries = cranfield
+    hits = index.search(queries[0], k=10, mode="knn")
+    cosine = corpus @ queries[0] / np.linalg.norm(corpus, axis=1) / np.linalg.norm(queries[0])
+    assert order(hits) == [str(row) for row in np.argsort(-cosine, kind="stable")[:10]]
+    np.testing.assert_allclose([hit.score for hit in hits], np.sort(cosine)[::-1][:10], atol=1e-6)
+    assert all(hit.score == hit.similarity for hit in hits)
+
+
+def test_svm_is_the_exemplar_svm_ranking(cranfield) -> None:
+    index, corpus, queries = cranfield
+    hits = index.search(queries[1], k=10, mode="svm", C=0.1)
+    model = fit(queries[1], corpus, C=0.1)
+    scores = model.decision_function(corpus)
+    assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:10]]
+    np.testing.assert_allclose([hit.score for hit in hits], np.sort(scores)[::-1][:10], rtol=1e-5)
+    cosine = corpus @ queries[1] / np.linalg.norm(queries[1])
+    np.testing.assert_allclose([hit.similarity for hit in hits], cosine[[int(h.id) for h in hits]],
+                               atol=1e-6)
+    # The SVM ranks differently from kNN here, or the test would not tell the modes apart.
+    assert order(hits) != order(index.search(queries[1], k=10, mode="knn"))
+
+
+def test_hybrid_is_mean_of_z_scores(cranfield) -> None:
+    index, corpus, queries = cranfield
+    svm = fit(queries[2], corpus).decision_function(corpus)
+    knn = corpus.astype(np.float64) @ (queries[2] / np.linalg.norm(queries[2]))
+    fused = ((svm - svm.mean()) / svm.std() + (knn - knn.mean()) / knn.std()) / 2
+    hits = index.search(queries[2], k=10, mode="hybrid")
+    assert order(hits) == [str(row) for row in np.argsort(-fused, kind="stable")[:10]]
+    np.testing.assert_allclose([hit.score for hit in hits], np.sort(fused)[::-1][:10], atol=1e-5)
+
+
+def test_several_query_vectors_are_all_positives(cranfield) -> None:
+    index, corpus, queries = cranfield
+    hits = index.search(queries[:2], k=5)
+    scores = fit(queries[:2], corpus).decision_function(corpus)
+    assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:5]]
+
+
+def test_positives_and_negatives_by_id_and_vector(cranfield) -> None:
+    index, corpus, queries = cranfield
+    hits = index.search(queries[0], k=20, positives=["5", queries[3]], negatives=["7", "9"],
+                        negative_weight=4.0)
+    keep = np.ones(len(corpus), dtype=bool)
+    keep[5] = False
+    weights = np.ones(len(corpus))[keep]
+    weights[[7 - 1, 9 - 1]] = 4.0  # rows 7 and 9 shift down by one once row 5 is dropped
+    model = fit(np.vstack([queries[0], queries[3], corpus[5]]), corpus[keep],
+                negative_weights=weights)
+    scores = model.decision_function(corpus)
+    scores[[5, 7, 9]] = -np.inf
+    assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:20]]
+    assert not {"5", "7", "9"} & set(order(hits))
+
+
+def test_named_negative_pushes_its_neighbours_down() -> None:
+    data = clustered(600, 16, seed=11)
+    index = ExemplarIndex(data)
+    query = data[0]
+    plain = {hit.id: hit.score for hit in index.search(query, k=600, mode="svm")}
+    # The document nearest to the query, named as a counter-example: its twin should drop.
+    near = np.argsort(-(data @ query))[1:3]
+    twin, named = str(near[0]), str(near[1])
+    pushed = {hit.id: hit.score for hit in index.search(query, k=600, negatives=[named],
+                                                        negative_weight=50.0)}
+    assert named not in pushed
+    assert pushed[twin] - pushed["0"] < plain[twin] - plain["0"]
+
+
+def test_k_larger_than_corpus_returns_everything_else() -> None:
+    index = ExemplarIndex(clustered(12, 8, seed=1))
+    assert len(index.search(index.vector("0"), k=100)) == 12
+    assert len(index.search(index.vector("0"), k=100, negatives=["3"], positives=["4"])) == 10
+
+
+def test_everything_named_returns_nothing() -> None:
+    index = ExemplarIndex(clustered(3, 8, seed=1))
+    assert index.search(index.vector("0"), positives=["0"], negatives=["1", "2"]) == []
+
+
+def test_ties_break_by_row_and_runs_repeat() -> None:
+    vectors = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    index = ExemplarIndex(vectors, ids=["a", "b", "c", "d", "e"])
+    for mode in ("knn", "svm", "hybrid"):
+        first = index.search([0.1, 1, 0.1], k=2, mode=mode)
+        assert order(first) == ["b", "c"]
+        assert first == index.search([0.1, 1, 0.1], k=2, mode=mode)
+
+
+def test_add_appends_and_failed_add_changes_nothing() -> None:
+    data = clustered(20, 8, seed=2)
+    index = ExemplarIndex(data[:10], ids=[f"d{i}" for i in range(10)])
+    assert index.add(data[10:12], ids=["x", "y"]) == ["x", "y"]
+    assert index.search(data[11], k=1, mode="knn")[0].id == "y"
+    for bad_ids, bad_vectors in [(["d1", "z"], data[12:14]), (["z", "z"], data[12:14]),
+                                 (["z", "w"], np.vstack([data[12], np.zeros(8)]))]:
+        with pytest.raises(ValueError):
+            index.add(bad_vectors, ids=bad_ids)
+    assert len(index) == 12 and index.vectors.shape == (12, 8) and "z" not in index
+
+
+def test_vectors_are_normalised_and_read_only() -> None:
+    index = ExemplarIndex(np.array([[3.0, 4.0], [0.0, 2.0]]))
+    np.testing.assert_allclose(index.vectors, [[0.6, 0.8], [0, 1]], rtol=1e-6)
+    assert index.vectors.dtype == np.float32
+    with pytest.raises(ValueError):
+        index.vectors[0, 0] = 1.0
+
+
+BAD_CORPORA = [
+    (np.empty((0, 4)), None, "vectors is empty"),
+    (np.array([[1.0, np.nan]]), None, "NaN or infinite"),
+    (np.array([[1.0, np.inf]]), None, "NaN or infinite"),
+    (np.array([[1.0, 1.0], [0.0, 0.0]]), None, "all-zero vector"),
+    (np.eye(2), ["a", "a"], "duplicate id 'a'"),
+    (np.eye(2), ["a"], "got 1 ids for 2 vectors"),
+    (np.eye(2), ["a", 2], "ids must be non-empty strings"),
+    (np.ones((2, 2, 2)), None, "1-D vector or a 2-D array"),
+]
+
+
+@pytest.mark.parametrize(("vectors", "ids", "message"), BAD_CORPORA)
+def test_bad_corpus(vectors, ids, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExemplarIndex(vectors, ids=ids)
+
+
+BAD_SEARCHES = [
+    ({"k": 0}, "k must be at least 1"),
+    ({"k": 2.5}, "k must be a whole number"),
+    ({"mode": "cosine"}, "unknown mode 'cosine'"),
+    ({"C": -1}, "C must be a positive"),
+    ({"negative_weight": 0}, "negative_weight must be a positive"),
+    ({"query": np.ones(5)}, "dimension mismatch: query has 5"),
+    ({"query": np.array([np.nan, 1, 1, 1])}, "query row 0 contains NaN"),
+    ({"query": np.zeros(4)}, "query row 0 is an all-zero vector"),
+    ({"positives": ["nope"]}, "unknown id 'nope' in positives"),
+    ({"negatives": "nope"}, "unknown id 'nope' in negatives"),
+    ({"positives": [np.ones(3)]}, "dimension mismatch: positives has 3"),
+    ({"negatives": np.zeros((1, 4))}, "negatives row 0 is an all-zero"),
+    ({"positives": ["a"], "negatives": ["a"]}, "'a' is named both"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_SEARCHES)
+def test_bad_search(kwargs: dict, message: str) -> None:
+    index = ExemplarIndex(np.eye(4) + 0.1, ids=["a", "b", "c", "d"])
+    args = {"query": np.ones(4)} | kwargs
+    with pytest.raises(ValueError, match=message):
+        index.search(**args)
+
+
+def test_every_document_a_positive_leaves_nothing_to_rank() -> None:
+    index = ExemplarIndex(np.eye(2) + 0.1)
+    assert index.search(np.ones(2), positives=["0", "1"], mode="svm") == []
+
+
+def test_plain_list_is_one_vector_and_ids_mix_with_vectors() -> None:
+    index = ExemplarIndex(np.eye(4) + 0.1, ids=["a", "b", "c", "d"])
+    one = index.search([1.0, 0, 0, 0], k=4, positives=[0.0, 1.0, 0.0, 0.0], mode="knn")
+    mixed = index.search([1.0, 0, 0, 0], k=4, positives=["c", [0.0, 1.0, 0.0, 0.0]], mode="knn")
+    assert len(one) == 4 and order(mixed) == ["a", "b", "d"]
+
+
+# -- persistence --------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path: Path, cranfield) -> None:
+    index, _, queries = cranfield
+    index.save(tmp_path / "idx")
+    loaded = ExemplarIndex.load(tmp_path / "idx")
+    assert loaded.ids == index.ids
+    np.testing.assert_array_equal(loaded.vectors, index.vectors)
+    assert loaded.search(queries[0], k=10) == index.search(queries[0], k=10)
+
+
+def test_resave_replaces_array_and_leaves_no_stale_files(tmp_path: Path) -> None:
+    index = ExemplarIndex(clustered(10, 4), ids=[f"d{i}" for i in range(10)])
+    index.save(tmp_path)
+    index.add(clustered(1, 4, seed=9), ids=["new"])
+    index.save(tmp_path)
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert len(names) == 2 and MANIFEST in names
+    assert ExemplarIndex.load(tmp_path).ids[-1] == "new"
+
+
+def test_crash_while_saving_keeps_the_old_index(tmp_path: Path, monkeypatch) -> None:
+    index = ExemplarIndex(clustered(10, 4), ids=[f"d{i}" for i in range(10)])
+    index.save(tmp_path)
+    index.add(clustered(1, 4, seed=9), ids=["new"])
+    real_replace = os.replace
+
+    def crash_on_manifest(src, dst):
+        if str(dst).endswith(MANIFEST):
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(tmp_path)
+    monkeypatch.undo()
+    loaded = ExemplarIndex.load(tmp_path)
+    assert len(loaded) == 10 and "new" not in loaded
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def test_missing_foreign_or_newer_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="index.json is missing"):
+        ExemplarIndex.load(tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ExemplarIndex.load(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not an exemplar-svm index"):
+        ExemplarIndex.load(tmp_path)
+    with pytest.raises(ValueError, match="not an exemplar-svm index"):
+        ExemplarIndex(np.eye(3)).save(tmp_path)  # never overwrites a file it did not write
+    assert json.loads((tmp_path / MANIFEST).read_text()) == {"format": "something-else"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [MANIFEST]
+    tmp_path = tmp_path / "fresh"
+    ExemplarIndex(np.eye(3)).save(tmp_path)
+    manifest = _manifest(tmp_path) | {"version": 99}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="format version 99"):
+        ExemplarIndex.load(tmp_path)
+
+
+def test_corrupt_array_is_detected(tmp_path: Path) -> None:
+    ExemplarIndex(np.eye(3)).save(tmp_path)
+    array = tmp_path / _manifest(tmp_path)["vectors"]
+    data = bytearray(array.read_bytes())
+    data[-1] ^= 0xFF
+    array.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum does not match"):
+        ExemplarIndex.load(tmp_path)
+
+
+def test_path_in_manifest_cannot_escape_the_folder(tmp_path: Path) -> None:
+    ExemplarIndex(np.eye(3)).save(tmp_path / "idx")
+    manifest = _manifest(tmp_path / "idx") | {"vectors": "../elsewhere.npy"}
+    (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="bad 'vectors' entry"):
+        ExemplarIndex.load(tmp_path / "idx")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["EXPLOIT_MARKER"]),))
+
+
+def test_pickled_payload_is_refused_not_executed(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARKER", str(marker))
+    ExemplarIndex(np.eye(3)).save(tmp_path / "idx")
+    manifest = _manifest(tmp_path / "idx")
+    evil = tmp_path / "idx" / manifest["vectors"]
+    np.save(evil, np.array([_Exploit()], dtype=object), allow_pickle=True)
+    assert b"pwned" not in pickle.dumps(1)  # sanity: the marker path only lives in the payload
+    manifest["sha256"] = hashlib.sha256(evil.read_bytes()).hexdigest()
+    (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="not a readable .npy array"):
+        ExemplarIndex.load(tmp_path / "idx")
+    assert not marker.exists()
+
+
+def test_wrong_shape_or_ids_are_refused(tmp_path: Path) -> None:
+    ExemplarIndex(np.eye(3)).save(tmp_path)
+    manifest = _manifest(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"count": 4}))
+    with pytest.raises(ValueError, match="is corrupt"):
+        ExemplarIndex.load(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"ids": ["a", "a", "b"]}))
+    with pytest.raises(ValueError, match="duplicate id"):
+        ExemplarIndex.load(tmp_path)

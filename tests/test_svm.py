@@ -1,0 +1,137 @@
+"""fit() solves scikit-learn's LinearSVC problem exactly, on real and synthetic embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.svm import LinearSVC
+
+from exemplar_svm import LinearModel, fit
+from exemplar_svm.svm import objective, sample_costs
+from tests.conftest import corpus_embeddings, query_embeddings
+
+
+def clustered(n: int, d: int, seed: int = 0, clusters: int = 8) -> np.ndarray:
+    """Unit vectors in clusters around a strong shared direction, like real embeddings."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=d)
+    centres = shared + 0.8 * rng.normal(size=(clusters, d))
+    rows = centres[rng.integers(clusters, size=n)] + 0.6 * rng.normal(size=(n, d))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def reference(pos, neg, C, weights=None) -> LinearModel:
+    """The notebook's LinearSVC, fitted with the same labels and sample weights."""
+    X = np.vstack([pos, neg]).astype(np.float64)
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    sw = None if weights is None else np.r_[np.ones(len(pos)), weights]
+    svc = LinearSVC(C=C, class_weight="balanced", tol=1e-6, max_iter=10000, dual=False)
+    svc.fit(X, y, sample_weight=sw)
+    return LinearModel(coef=svc.coef_.ravel(), intercept=float(svc.intercept_[0]))
+
+
+def gradient(model: LinearModel, pos, neg, C, weights=None) -> np.ndarray:
+    """Gradient of the primal objective in (w, b); zero exactly at the optimum."""
+    pos_cost, neg_cost = sample_costs(len(pos), np.ones(len(neg)) if weights is None else weights)
+    X = np.vstack([pos, neg]).astype(np.float64)
+    y = np.r_[np.ones(len(pos)), -np.ones(len(neg))]
+    cost = np.r_[pos_cost, neg_cost]
+    slack = np.maximum(0.0, 1.0 - y * (X @ model.coef + model.intercept))
+    coeff = -2.0 * C * cost * slack * y
+    return np.r_[model.coef + X.T @ coeff, model.intercept + coeff.sum()]
+
+
+def assert_same_solution(pos, neg, C, weights=None) -> None:
+    ours = fit(pos, neg, C=C, negative_weights=weights)
+    ref = reference(pos, neg, C, weights)
+    ours_obj = objective(ours, pos, neg, C=C, negative_weights=weights)
+    ref_obj = objective(ref, pos, neg, C=C, negative_weights=weights)
+    assert abs(ours_obj - ref_obj) <= 1e-6 * abs(ref_obj)
+    # Independent of scikit-learn: the gradient vanishes, so this is the unique optimum.
+    zero = LinearModel(coef=np.zeros(pos.shape[1]), intercept=0.0)
+    grad = np.linalg.norm(gradient(ours, pos, neg, C, weights))
+    assert grad <= 1e-4 * np.linalg.norm(gradient(zero, pos, neg, C, weights))
+    scores = np.vstack([pos, neg])
+    ours_top = np.argsort(-ours.decision_function(scores), kind="stable")[:10]
+    ref_top = np.argsort(-ref.decision_function(scores), kind="stable")[:10]
+    np.testing.assert_array_equal(ours_top, ref_top)
+
+
+@pytest.mark.parametrize("name", ["cranfield", "msmarco-dl19-subset"])
+@pytest.mark.parametrize("C", [0.01, 0.1, 1.0])
+def test_matches_liblinear_on_real_text_queries(name: str, C: float) -> None:
+    corpus = corpus_embeddings(name)
+    queries = query_embeddings(name)
+    for query in queries[:3]:
+        assert_same_solution(query[np.newaxis], corpus, C)
+
+
+def test_matches_liblinear_on_real_documents_as_queries() -> None:
+    corpus = corpus_embeddings("bbc-news")
+    for row in (0, 500, 1500):
+        rest = np.delete(corpus, row, axis=0)
+        assert_same_solution(corpus[row : row + 1], rest, 0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_liblinear_on_clustered_synthetic_data(seed: int) -> None:
+    data = clustered(3000, 64, seed=seed)
+    assert_same_solution(data[:1], data[1:], 0.1)
+
+
+def test_several_positives_and_weighted_negatives() -> None:
+    data = clustered(1500, 32, seed=3)
+    weights = np.ones(1497)
+    weights[:20] = 10.0
+    assert_same_solution(data[:3], data[3:], 0.1, weights)
+
+
+def test_dimension_larger_than_corpus() -> None:
+    data = clustered(40, 128, seed=4)
+    assert_same_solution(data[:1], data[1:], 0.1)
+
+
+def test_the_query_ranks_first_and_objective_is_a_minimum() -> None:
+    data = clustered(500, 16, seed=5)
+    model = fit(data[0], data[1:])
+    assert np.argmax(model.decision_function(data)) == 0
+    best = objective(model, data[0], data[1:])
+    nudged = LinearModel(coef=model.coef * 1.01, intercept=model.intercept)
+    assert objective(nudged, data[0], data[1:]) > best
+
+
+def test_deterministic() -> None:
+    data = clustered(800, 24, seed=6)
+    first, second = fit(data[0], data[1:]), fit(data[0], data[1:])
+    np.testing.assert_array_equal(first.coef, second.coef)
+    assert first.intercept == second.intercept
+
+
+def test_decision_function_scores_float32_in_blocks_like_float64() -> None:
+    data = clustered(20_000, 8, seed=7)
+    model = fit(data[0], data[1:200])
+    expected = data.astype(np.float64) @ model.coef + model.intercept
+    np.testing.assert_allclose(model.decision_function(data), expected, rtol=0, atol=1e-12)
+    assert model.decision_function(data[0]).shape == (1,)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        model.decision_function(np.ones((2, 9)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"negatives": np.empty((0, 4))}, "negatives is empty"),
+        ({"negatives": np.ones((3, 5))}, "dimension mismatch"),
+        ({"positives": [[np.nan, 1, 1, 1]]}, "NaN or infinite"),
+        ({"negatives": [[1, 1, np.inf, 1]]}, "NaN or infinite"),
+        ({"C": 0}, "C must be a positive"),
+        ({"C": float("nan")}, "C must be a positive"),
+        ({"negative_weights": [1.0, 2.0]}, "negative_weights has 2 entries"),
+        ({"negative_weights": [1.0, -1.0, 1.0]}, "must all be positive"),
+        ({"positives": [["a", "b", "c", "d"]]}, "positives must be numeric"),
+    ],
+)
+def test_bad_input(kwargs: dict, message: str) -> None:
+    args = {"positives": np.ones((1, 4)), "negatives": np.eye(4)[:3]} | kwargs
+    with pytest.raises(ValueError, match=message):
+        fit(**args)
