@@ -307,3 +307,37 @@ def test_wrong_shape_or_ids_are_refused(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"ids": ["a", "a", "b"]}))
     with pytest.raises(ValueError, match="duplicate id"):
         ExemplarIndex.load(tmp_path)
+
+
+def test_empty_example_lists_and_a_matrix_inside_a_list() -> None:
+    data = clustered(30, 8, seed=3)
+    index = ExemplarIndex(data)
+    plain = index.search(data[0], k=5)
+    assert index.search(data[0], k=5, positives=[], negatives=np.empty((0, 8))) == plain
+    as_list = index.search(data[0], k=5, positives=[data[1:3]], negatives=["4", data[5:7]])
+    as_matrix = index.search(data[0], k=5, positives=data[1:3], negatives=["4", data[5], data[6]])
+    assert as_list == as_matrix
+
+
+def test_add_while_searching_from_other_threads() -> None:
+    import threading
+
+    data = clustered(400, 8, seed=4)
+    index = ExemplarIndex(data[:100])
+    errors: list[BaseException] = []
+
+    def keep_adding() -> None:
+        try:
+            for start in range(100, 400, 10):
+                index.add(data[start : start + 10], ids=[str(i) for i in range(start, start + 10)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    writer = threading.Thread(target=keep_adding)
+    writer.start()
+    while writer.is_alive():
+        hits = index.search(data[0], k=3, mode="hybrid", negatives=["1"])
+        assert hits and hits[0].id in index
+    writer.join()
+    assert not errors and len(index) == 400
+    assert index.search(data[399], k=1, mode="knn")[0].id == "399"

@@ -84,59 +84,52 @@ class ExemplarIndex:
     def __init__(self, vectors: ArrayLike, ids: Sequence[str] | None = None) -> None:
         matrix = unit_rows(as_matrix(vectors, "vectors", dtype=np.float32), "vectors")
         id_list = [str(i) for i in range(len(matrix))] if ids is None else list(ids)
-        if len(id_list) != len(matrix):
-            raise ValueError(f"got {len(id_list)} ids for {len(matrix)} vectors; pass one id each")
-        check_ids(id_list)
-        self._vectors: NDArray[np.float32] = np.ascontiguousarray(matrix)
-        self._ids = id_list
-        self._rows = {item: row for row, item in enumerate(id_list)}
+        self._corpus = _Corpus.build(matrix, id_list)
 
     # -- corpus ------------------------------------------------------------------------------
 
     @property
     def ids(self) -> list[str]:
         """Document ids in row order (a copy)."""
-        return list(self._ids)
+        return list(self._corpus.ids)
 
     @property
     def vectors(self) -> NDArray[np.float32]:
         """The normalised corpus matrix, read-only."""
-        view: NDArray[np.float32] = self._vectors.view()
-        view.flags.writeable = False
-        return view
+        return self._corpus.vectors
 
     @property
     def dim(self) -> int:
-        return int(self._vectors.shape[1])
+        return int(self._corpus.vectors.shape[1])
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._corpus.ids)
 
     def __contains__(self, item: object) -> bool:
-        return item in self._rows
+        return item in self._corpus.rows
 
     def vector(self, item: str) -> NDArray[np.float32]:
         """The stored (normalised) vector of document ``item``."""
-        vector: NDArray[np.float32] = self._vectors[self._row(item)].copy()
+        corpus = self._corpus
+        vector: NDArray[np.float32] = corpus.vectors[corpus.row(item)].copy()
         return vector
 
     def add(self, vectors: ArrayLike, ids: Sequence[str] | None = None) -> list[str]:
         """Append documents; the index is unchanged if any of them is invalid.
 
+        Safe to call while other threads search: they finish on the corpus they started with.
         Returns the ids of the new documents (``str(row)`` by default).
         """
+        corpus = self._corpus
         matrix = unit_rows(as_matrix(vectors, "vectors", dim=self.dim, dtype=np.float32), "vectors")
-        start = len(self._ids)
+        start = len(corpus.ids)
         new_ids = [str(start + i) for i in range(len(matrix))] if ids is None else list(ids)
         if len(new_ids) != len(matrix):
             raise ValueError(f"got {len(new_ids)} ids for {len(matrix)} vectors; pass one id each")
-        check_ids(new_ids)
-        clash = next((item for item in new_ids if item in self._rows), None)
+        clash = next((item for item in new_ids if item in corpus.rows), None)
         if clash is not None:
             raise ValueError(f"duplicate id {clash!r}: the index already holds a document with it")
-        self._vectors = np.ascontiguousarray(np.vstack([self._vectors, matrix]))
-        self._ids.extend(new_ids)
-        self._rows.update({item: start + i for i, item in enumerate(new_ids)})
+        self._corpus = _Corpus.build(np.vstack([corpus.vectors, matrix]), [*corpus.ids, *new_ids])
         return new_ids
 
     # -- search ------------------------------------------------------------------------------
@@ -183,86 +176,50 @@ class ExemplarIndex:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         C = check_positive(C, "C")
         negative_weight = check_positive(negative_weight, "negative_weight")
+        corpus = self._corpus  # one snapshot: a concurrent add() cannot change it under us
         queries = unit_rows(as_matrix(query, "query", dim=self.dim), "query")
-        pos_rows, pos_vectors = self._examples(positives, "positives")
-        neg_rows, neg_vectors = self._examples(negatives, "negatives")
+        pos_rows, pos_vectors = corpus.examples(positives, "positives")
+        neg_rows, neg_vectors = corpus.examples(negatives, "negatives")
         both = set(pos_rows) & set(neg_rows)
         if both:
-            clash = self._ids[min(both)]
+            clash = corpus.ids[min(both)]
             raise ValueError(f"document {clash!r} is named both as a positive and a negative")
 
-        candidates = np.ones(len(self), dtype=bool)
+        vectors = corpus.vectors
+        candidates = np.ones(len(vectors), dtype=bool)
         candidates[pos_rows + neg_rows] = False
         if not candidates.any():
             return []
 
-        vectors = self._vectors
         similarity: NDArray[Any] = vectors @ _direction(queries).astype(np.float32)
         positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
         scores: NDArray[Any]
         if mode == "knn":
             scores = vectors @ _direction(positive_set).astype(np.float32)
         else:
-            svm_scores = self._svm_scores(
-                positive_set, pos_rows, neg_rows, neg_vectors, C, negative_weight
+            # Every corpus row that is not a positive is a negative; named ones weigh more.
+            is_negative = np.ones(len(vectors), dtype=bool)
+            is_negative[pos_rows] = False
+            weights = np.ones(len(vectors))
+            weights[neg_rows] = negative_weight
+            model = fit(
+                positive_set,
+                np.vstack([vectors[is_negative], neg_vectors]),
+                C=C,
+                negative_weights=np.concatenate(
+                    [weights[is_negative], np.full(len(neg_vectors), negative_weight)]
+                ),
             )
-            if mode == "svm":
-                scores = svm_scores
-            else:
+            scores = model.decision_function(vectors)
+            if mode == "hybrid":
                 knn_scores = vectors @ _direction(positive_set).astype(np.float32)
-                scores = (_zscore(svm_scores, candidates) + _zscore(knn_scores, candidates)) / 2
+                scores = (_zscore(scores, candidates) + _zscore(knn_scores, candidates)) / 2
 
         rows = _top_k(np.asarray(scores, dtype=np.float64), candidates, k)
         return [
-            Hit(id=self._ids[row], score=float(scores[row]), similarity=float(similarity[row]))
+            Hit(id=corpus.ids[row], score=float(scores[row]), similarity=float(similarity[row]))
             for row in rows
         ]
-
-    def _svm_scores(
-        self,
-        positive_set: NDArray[Any],
-        pos_rows: list[int],
-        neg_rows: list[int],
-        neg_vectors: NDArray[Any],
-        C: float,
-        negative_weight: float,
-    ) -> NDArray[np.float64]:
-        is_negative = np.ones(len(self), dtype=bool)
-        is_negative[pos_rows] = False
-        weights = np.ones(len(self))
-        weights[neg_rows] = negative_weight
-        negatives = np.vstack([self._vectors[is_negative], neg_vectors])
-        negative_weights = np.concatenate(
-            [weights[is_negative], np.full(len(neg_vectors), negative_weight)]
-        )
-        model = fit(positive_set, negatives, C=C, negative_weights=negative_weights)
-        return model.decision_function(self._vectors)
-
-    def _examples(self, examples: Examples, name: str) -> tuple[list[int], NDArray[Any]]:
-        """Split examples into corpus rows (named by id) and extra normalised vectors."""
-        empty = np.empty((0, self.dim))
-        if examples is None:
-            return [], empty
-        if isinstance(examples, str):
-            return [self._row(examples, name)], empty
-        if _is_numeric(examples):
-            return [], unit_rows(as_matrix(cast(ArrayLike, examples), name, dim=self.dim), name)
-        rows: list[int] = []
-        vectors: list[NDArray[Any]] = []
-        items: Iterable[Any] = examples  # type: ignore[assignment]
-        for item in items:
-            if isinstance(item, str):
-                rows.append(self._row(item, name))
-            else:
-                vectors.append(as_matrix(item, name, dim=self.dim))
-        stacked = unit_rows(np.vstack(vectors), name) if vectors else empty
-        return sorted(set(rows)), stacked
-
-    def _row(self, item: str, name: str = "ids") -> int:
-        try:
-            return self._rows[item]
-        except KeyError:
-            raise ValueError(f"unknown id {item!r} in {name}: no document has it") from None
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -276,7 +233,8 @@ class ExemplarIndex:
         folder.mkdir(parents=True, exist_ok=True)
         # Only ever overwrite an index this library wrote; this raises for anything else.
         old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
-        payload = _npy_bytes(self._vectors)
+        corpus = self._corpus
+        payload = _npy_bytes(corpus.vectors)
         digest = hashlib.sha256(payload).hexdigest()
         array_name = f"vectors-{digest[:16]}.npy"
         _write_atomic(folder / array_name, payload)
@@ -288,7 +246,7 @@ class ExemplarIndex:
             "dtype": "float32",
             "vectors": array_name,
             "sha256": digest,
-            "ids": self._ids,
+            "ids": list(corpus.ids),
         }
         _write_atomic(folder / MANIFEST, json.dumps(manifest).encode())
         if old is not None and old.get("vectors") != array_name:
@@ -315,26 +273,69 @@ class ExemplarIndex:
                 f"{folder / array_name} is corrupt: {vectors.dtype} {vectors.shape}, "
                 f"expected float32 {expected}"
             )
-        index = cls.__new__(cls)
         ids = manifest.get("ids")
         if not isinstance(ids, list) or len(ids) != len(vectors):
             raise ValueError(f"{folder / MANIFEST} is corrupt: ids do not match the vectors")
-        check_ids(ids)
-        index._vectors = np.ascontiguousarray(vectors)
-        index._ids = ids
-        index._rows = {item: row for row, item in enumerate(ids)}
+        index = cls.__new__(cls)
+        index._corpus = _Corpus.build(vectors, ids)
         return index
 
     def __repr__(self) -> str:
         return f"ExemplarIndex(n={len(self)}, dim={self.dim})"
 
 
+@dataclass(frozen=True)
+class _Corpus:
+    """The index's state, replaced whole on every change so readers always see one version."""
+
+    vectors: NDArray[np.float32]  # normalised, read-only
+    ids: tuple[str, ...]
+    rows: dict[str, int]
+
+    @classmethod
+    def build(cls, vectors: NDArray[Any], ids: list[str]) -> _Corpus:
+        if len(ids) != len(vectors):
+            raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors; pass one id each")
+        check_ids(ids)
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        matrix.flags.writeable = False
+        return cls(matrix, tuple(ids), {item: row for row, item in enumerate(ids)})
+
+    def row(self, item: str, name: str = "ids") -> int:
+        try:
+            return self.rows[item]
+        except KeyError:
+            raise ValueError(f"unknown id {item!r} in {name}: no document has it") from None
+
+    def examples(self, examples: Examples, name: str) -> tuple[list[int], NDArray[Any]]:
+        """Split examples into corpus rows (named by id) and extra normalised vectors."""
+        dim = self.vectors.shape[1]
+        empty = np.empty((0, dim))
+        if examples is None:
+            return [], empty
+        if isinstance(examples, str):
+            return [self.row(examples, name)], empty
+        if _is_numeric(examples):
+            return [], unit_rows(as_matrix(cast(ArrayLike, examples), name, dim=dim), name)
+        rows: list[int] = []
+        vectors: list[NDArray[Any]] = []
+        items: Iterable[Any] = examples  # type: ignore[assignment]
+        for item in items:
+            if isinstance(item, str):
+                rows.append(self.row(item, name))
+            else:
+                vectors.append(as_matrix(item, name, dim=dim))
+        stacked = unit_rows(np.vstack(vectors), name) if vectors else empty
+        return sorted(set(rows)), stacked
+
+
 def _is_numeric(value: object) -> bool:
-    """True for a vector or matrix of numbers (not ids, not a mix of ids and vectors)."""
+    """True for one vector or one matrix of numbers (not ids, not a list of examples)."""
     try:
-        return np.asarray(value).dtype.kind in "fiub"
+        array = np.asarray(value)
     except ValueError:  # ragged: a list of examples of different kinds
         return False
+    return array.size > 0 and array.ndim <= 2 and array.dtype.kind in "fiub"
 
 
 def _direction(vectors: NDArray[Any]) -> NDArray[np.float64]:
