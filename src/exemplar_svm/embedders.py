@@ -8,9 +8,12 @@ embedding objects. :func:`as_embedder` turns any of those into an :class:`Embedd
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,20 +71,31 @@ class BaseEmbedder:
         return await asyncio.to_thread(self._embed_batch, texts, query=query)
 
     def embed_documents(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        batches = [self._embed_batch(batch, query=False) for batch in self._batches(texts)]
-        return _stack(batches, len(texts))
+        with closing(self._batches(texts)) as batches:  # closes the progress bar on errors
+            vectors = [
+                _check_rows(self._embed_batch(batch, query=False), len(batch)) for batch in batches
+            ]
+        return _stack(vectors, len(texts))
 
     async def aembed_documents(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        batches = [await self._aembed_batch(batch, query=False) for batch in self._batches(texts)]
-        return _stack(batches, len(texts))
+        with closing(self._batches(texts)) as batches:
+            vectors = [
+                _check_rows(await self._aembed_batch(batch, query=False), len(batch))
+                for batch in batches
+            ]
+        return _stack(vectors, len(texts))
 
     def embed_query(self, text: str) -> NDArray[np.float32]:
-        return _check_rows(self._embed_batch([_check_text(text)], query=True), 1)[0]
+        vectors = _check_rows(self._embed_batch([_check_text(text)], query=True), 1)
+        vector: NDArray[np.float32] = vectors[0]
+        return vector
 
     async def aembed_query(self, text: str) -> NDArray[np.float32]:
-        return _check_rows(await self._aembed_batch([_check_text(text)], query=True), 1)[0]
+        vectors = _check_rows(await self._aembed_batch([_check_text(text)], query=True), 1)
+        vector: NDArray[np.float32] = vectors[0]
+        return vector
 
-    def _batches(self, texts: Sequence[str]) -> Iterator[list[str]]:
+    def _batches(self, texts: Sequence[str]) -> Generator[list[str], None, None]:
         if isinstance(texts, str):
             raise TypeError("embed_documents takes a list of texts, not one string")
         items = [_check_text(text) for text in texts]
@@ -89,11 +103,10 @@ class BaseEmbedder:
         if _progress_on(self.show_progress, len(items)):
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(items), desc="Embedding", unit="doc")
-            for start in starts:
-                yield items[start : start + self.batch_size]
-                bar.update(min(self.batch_size, len(items) - start))
-            bar.close()
+            with tqdm(total=len(items), desc="Embedding", unit="doc") as bar:
+                for start in starts:
+                    yield items[start : start + self.batch_size]
+                    bar.update(min(self.batch_size, len(items) - start))
         else:
             for start in starts:
                 yield items[start : start + self.batch_size]
@@ -131,30 +144,44 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         self.model_name = model
         self.device = device
         self.normalize = normalize
-        self._model: Any = None
+        self._loaded: tuple[Any, threading.Lock] | None = None
 
     @property
     def model(self) -> Any:
-        """The loaded ``SentenceTransformer`` (loaded on first use)."""
-        if self._model is None:
-            sentence_transformers = require("sentence_transformers", extra="local")
-            self._model = sentence_transformers.SentenceTransformer(
-                resolve_model_path(self.model_name), device=self.device
+        """The loaded ``SentenceTransformer``, loaded on first use and shared in the process."""
+        return self._model_and_lock()[0]
+
+    def _model_and_lock(self) -> tuple[Any, threading.Lock]:
+        if self._loaded is None:
+            require("sentence_transformers", extra="local")
+            self._loaded = _load_sentence_transformer(
+                resolve_model_path(self.model_name), self.device
             )
-        return self._model
+        return self._loaded
 
     def _embed_batch(self, texts: list[str], *, query: bool) -> NDArray[np.float32]:
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=self.normalize,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        model, lock = self._model_and_lock()
+        # Fast tokenizers are not safe to call from several threads at once ("Already borrowed").
+        with lock:
+            vectors = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({self.model_name!r})"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sentence_transformer(path: str, device: str | None) -> tuple[Any, threading.Lock]:
+    """Load a model once per process (embedders of one model share its weights) with its lock."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device), threading.Lock()
 
 
 def resolve_model_path(model: str) -> str:

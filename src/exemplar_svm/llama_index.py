@@ -1,0 +1,724 @@
+"""LlamaIndex adapter: :class:`ExemplarSVMRetriever`, a ``BaseRetriever`` over an ExemplarIndex.
+
+The retriever only translates between LlamaIndex and :class:`~exemplar_svm.ExemplarIndex`:
+nodes become rows (ids are node ids), a ``QueryBundle`` becomes query vectors, hits become
+``NodeWithScore``. All ranking is the core's.
+
+Needs the ``llama-index`` extra: ``pip install 'exemplar-svm[llama-index]'``.
+"""
+
+# ruff: noqa: E402 - the dependency check must run before llama_index is imported
+
+from __future__ import annotations
+
+from exemplar_svm._optional import require
+
+require("llama_index.core", extra="llama-index")
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import llama_index.core.instrumentation as instrument
+import numpy as np
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.callbacks.base import CallbackManager
+from llama_index.core.constants import DATA_KEY, DEFAULT_SIMILARITY_TOP_K
+from llama_index.core.indices.vector_store.base import VectorStoreIndex
+from llama_index.core.ingestion import run_transformations
+from llama_index.core.schema import (
+    BaseNode,
+    IndexNode,
+    MetadataMode,
+    NodeWithScore,
+    QueryBundle,
+    QueryType,
+    TransformComponent,
+)
+from llama_index.core.settings import Settings
+from llama_index.core.storage.docstore.types import BaseDocumentStore
+from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
+from llama_index.core.vector_stores.simple import SimpleVectorStore
+from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.utils import build_metadata_filter_fn
+from numpy.typing import ArrayLike, NDArray
+
+from exemplar_svm._checks import check_k, check_positive
+from exemplar_svm.embedders import Embedder, as_embedder
+from exemplar_svm.index import (
+    DEFAULT_C,
+    DEFAULT_MODE,
+    DEFAULT_NEGATIVE_WEIGHT,
+    MODES,
+    ExemplarIndex,
+    Hit,
+    Mode,
+    _write_atomic,
+)
+
+__all__ = [
+    "PERSIST_FILENAME",
+    "SIMILARITY_KEY",
+    "ExemplarQueryBundle",
+    "ExemplarSVMRetriever",
+]
+
+# Re-exported by llama_index.core.instrumentation without an explicit export marker.
+dispatcher = instrument.get_dispatcher(__name__)  # type: ignore[attr-defined]
+
+#: Metadata key of the cosine similarity on every returned node (hidden from the LLM and the
+#: embedding text).
+SIMILARITY_KEY = "similarity"
+
+#: Retriever parameters and nodes, next to the ``index/`` folder written by ``ExemplarIndex``.
+PERSIST_FILENAME = "retriever.json"
+INDEX_DIRNAME = "index"
+FORMAT = "exemplar-svm-llama-index"
+FORMAT_VERSION = 1
+
+#: One example: a node id, a node, a retrieved ``NodeWithScore``, or an embedding vector.
+Example = Union[str, BaseNode, NodeWithScore, ArrayLike]  # noqa: UP007
+#: Positives or negatives: one example or a sequence of them.
+Examples = Union[Example, Sequence[Example], None]  # noqa: UP007
+#: What ``embed_model`` accepts.
+EmbedModel = Union[BaseEmbedding, Embedder, str, None]  # noqa: UP007
+
+_Item = Union[str, NDArray[np.float32]]  # noqa: UP007
+
+
+@dataclass
+class ExemplarQueryBundle(QueryBundle):
+    """A ``QueryBundle`` with per-query examples and filters for :class:`ExemplarSVMRetriever`.
+
+    It goes anywhere a ``QueryBundle`` does (``retriever.retrieve(bundle)``,
+    ``query_engine.query(bundle)``); other retrievers ignore the extra fields. The examples are
+    added to the retriever's own; ``filters`` replaces the retriever's filters when given.
+    """
+
+    positives: Examples = None
+    negatives: Examples = None
+    filters: MetadataFilters | None = None
+
+
+@dataclass(frozen=True)
+class _Request:
+    positives: list[_Item]
+    negatives: list[_Item]
+    filters: MetadataFilters | None
+
+
+class ExemplarSVMRetriever(BaseRetriever):
+    """Rank nodes per query with an exemplar SVM (or kNN, or both), as a LlamaIndex retriever.
+
+    Build it with :meth:`from_defaults` (nodes, a docstore or a ``VectorStoreIndex``),
+    :meth:`from_documents` or :meth:`from_persist_dir`; the constructor takes a ready
+    :class:`~exemplar_svm.ExemplarIndex` whose ids are the node ids.
+
+    Every result is a copy of the stored node (the stored node is never changed) with
+    ``score`` = the mode's ranking score (higher is better: the SVM's decision value for
+    ``"svm"``, the cosine for ``"knn"``, a z-score mean for ``"hybrid"``) and the cosine
+    similarity to the query in ``metadata["similarity"]``. A ``SimilarityPostprocessor`` cutoff
+    therefore applies to the mode's score.
+
+    Parameters
+    ----------
+    index : ExemplarIndex
+        The node embeddings; its ids must be exactly the node ids.
+    nodes : sequence of BaseNode
+        The nodes, in any order.
+    embed_model : BaseEmbedding, Embedder, str or None
+        Embeds queries; must be the model that embedded the nodes. A LlamaIndex
+        ``BaseEmbedding``, an exemplar_svm ``Embedder`` or a sentence-transformers model name.
+        ``None`` means ``Settings.embed_model`` if it has been set explicitly, else the local
+        ``all-MiniLM-L6-v2`` (LlamaIndex's own default is OpenAI, which needs a key).
+    similarity_top_k : int
+        How many nodes to return.
+    mode : {"svm", "knn", "hybrid"}
+    C, negative_weight : float
+        See :meth:`ExemplarIndex.search`.
+    positives, negatives : node ids, nodes, NodeWithScore, vectors, or a list of them
+        Examples used for every query (extra positives and counter-examples). Nodes named here
+        are left out of the results. Per-query examples come from
+        :meth:`retrieve_with_examples` or an :class:`ExemplarQueryBundle` and are added to these.
+    filters : MetadataFilters, optional
+        Only nodes whose metadata match are ranked, and the SVM is trained on those only
+        (``build_metadata_filter_fn`` semantics: EQ, NE, GT, GTE, LT, LTE, IN, NIN, CONTAINS,
+        TEXT_MATCH, ... with AND/OR/NOT). Filtering costs one pass over the metadata plus a
+        copy of the matching rows per query.
+    callback_manager : CallbackManager, optional
+        ``Settings.callback_manager`` when ``None``.
+    objects, object_map, verbose
+        As for any ``BaseRetriever`` (recursive retrieval through ``IndexNode``).
+    """
+
+    def __init__(
+        self,
+        index: ExemplarIndex,
+        nodes: Sequence[BaseNode],
+        embed_model: EmbedModel = None,
+        *,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        mode: Mode = DEFAULT_MODE,
+        C: float = DEFAULT_C,
+        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        positives: Examples = None,
+        negatives: Examples = None,
+        filters: MetadataFilters | None = None,
+        callback_manager: CallbackManager | None = None,
+        objects: list[IndexNode] | None = None,
+        object_map: dict[str, Any] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        if not isinstance(index, ExemplarIndex):
+            raise TypeError(
+                f"index must be an exemplar_svm.ExemplarIndex, got {type(index).__name__}; "
+                "use ExemplarSVMRetriever.from_defaults(index=...) for a VectorStoreIndex"
+            )
+        self._nodes = _nodes_by_id(nodes, index)
+        self._index = index
+        self._embed_model: Any = _default_embed_model(embed_model)
+        self._embedder: Embedder = as_embedder(self._embed_model)
+        self.similarity_top_k = check_k(similarity_top_k)
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.mode: Mode = mode
+        self.C = check_positive(C, "C")
+        self.negative_weight = check_positive(negative_weight, "negative_weight")
+        self.positives: Examples = positives
+        self.negatives: Examples = negatives
+        self.filters = filters
+        self._request(None)  # check the examples now rather than at the first query
+        super().__init__(
+            callback_manager=callback_manager or Settings.callback_manager,
+            object_map=object_map,
+            objects=objects,
+            verbose=verbose,
+        )
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def from_defaults(
+        cls,
+        index: VectorStoreIndex | None = None,
+        nodes: Sequence[BaseNode] | None = None,
+        docstore: BaseDocumentStore | None = None,
+        embed_model: EmbedModel = None,
+        *,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        mode: Mode = DEFAULT_MODE,
+        C: float = DEFAULT_C,
+        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        positives: Examples = None,
+        negatives: Examples = None,
+        filters: MetadataFilters | None = None,
+        callback_manager: CallbackManager | None = None,
+        objects: list[IndexNode] | None = None,
+        object_map: dict[str, Any] | None = None,
+        verbose: bool = False,
+    ) -> ExemplarSVMRetriever:
+        """Build a retriever from exactly one of ``index``, ``nodes`` or ``docstore``.
+
+        - ``index``: a ``VectorStoreIndex`` over the default in-memory ``SimpleVectorStore``.
+          Its stored embeddings are reused (nothing is re-embedded) and ``embed_model``
+          defaults to the index's own model.
+        - ``nodes``: nodes that carry an ``embedding`` keep it; the others are embedded with
+          ``embed_model`` from ``node.get_content(metadata_mode=MetadataMode.EMBED)``, as
+          ``VectorStoreIndex`` does.
+        - ``docstore``: every node in it, embedded as for ``nodes``.
+
+        The other parameters are those of :class:`ExemplarSVMRetriever`.
+        """
+        sources = {"index": index, "nodes": nodes, "docstore": docstore}
+        given = [name for name, value in sources.items() if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "pass exactly one of index, nodes or docstore"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if index is not None:
+            exemplar_index, node_list = _from_vector_store_index(index)
+            if embed_model is None:
+                embed_model = index._embed_model
+        else:
+            if docstore is not None:
+                node_list = list(docstore.docs.values())
+            else:
+                assert nodes is not None
+                node_list = list(nodes)
+            embed_model = _default_embed_model(embed_model)
+            exemplar_index = _embed_nodes(node_list, as_embedder(embed_model))
+        return cls(
+            exemplar_index,
+            node_list,
+            embed_model,
+            similarity_top_k=similarity_top_k,
+            mode=mode,
+            C=C,
+            negative_weight=negative_weight,
+            positives=positives,
+            negatives=negatives,
+            filters=filters,
+            callback_manager=callback_manager,
+            objects=objects,
+            object_map=object_map,
+            verbose=verbose,
+        )
+
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Sequence[BaseNode],
+        embed_model: EmbedModel = None,
+        *,
+        transformations: Sequence[TransformComponent] | None = None,
+        show_progress: bool = False,
+        **kwargs: Any,
+    ) -> ExemplarSVMRetriever:
+        """Split ``documents`` into nodes, embed them and build a retriever.
+
+        ``transformations`` default to ``Settings.transformations`` (a ``SentenceSplitter``),
+        as for ``VectorStoreIndex.from_documents``; nodes a transformation already embedded are
+        not embedded again. ``kwargs`` go to :meth:`from_defaults`.
+        """
+        steps = list(Settings.transformations if transformations is None else transformations)
+        nodes = run_transformations(list(documents), steps, show_progress=show_progress)
+        return cls.from_defaults(nodes=list(nodes), embed_model=embed_model, **kwargs)
+
+    # -- accessors -----------------------------------------------------------------------
+
+    @property
+    def index(self) -> ExemplarIndex:
+        """The shared core index (ids are node ids)."""
+        return self._index
+
+    @property
+    def nodes(self) -> list[BaseNode]:
+        """The stored nodes, in index order."""
+        return [self._nodes[item] for item in self._index.ids]
+
+    @property
+    def embed_model(self) -> Any:
+        """The query embedding model as given (or as resolved from ``None``)."""
+        return self._embed_model
+
+    # -- retrieval -----------------------------------------------------------------------
+
+    def retrieve_with_examples(
+        self,
+        query: QueryType,
+        *,
+        positives: Examples = None,
+        negatives: Examples = None,
+        filters: MetadataFilters | None = None,
+    ) -> list[NodeWithScore]:
+        """:meth:`retrieve` with extra examples (added to the retriever's) and/or filters.
+
+        Examples are node ids, nodes, ``NodeWithScore`` (e.g. earlier results marked relevant
+        or not) or embedding vectors. Callbacks and instrumentation fire as for ``retrieve``.
+        """
+        return self.retrieve(_bundle(query, positives, negatives, filters))
+
+    async def aretrieve_with_examples(
+        self,
+        query: QueryType,
+        *,
+        positives: Examples = None,
+        negatives: Examples = None,
+        filters: MetadataFilters | None = None,
+    ) -> list[NodeWithScore]:
+        """Async :meth:`retrieve_with_examples`."""
+        return await self.aretrieve(_bundle(query, positives, negatives, filters))
+
+    @dispatcher.span
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        request = self._request(query_bundle)
+        if query_bundle.embedding is not None:
+            queries = _query_matrix([query_bundle.embedding])
+        else:
+            texts = _embedding_strs(query_bundle)
+            queries = _query_matrix([self._embedder.embed_query(text) for text in texts])
+        return self._rank(queries, request)
+
+    @dispatcher.span
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        request = self._request(query_bundle)
+        if query_bundle.embedding is not None:
+            queries = _query_matrix([query_bundle.embedding])
+        else:
+            texts = _embedding_strs(query_bundle)
+            vectors = await asyncio.gather(*(self._embedder.aembed_query(t) for t in texts))
+            queries = _query_matrix(list(vectors))
+        # Filtering and training are CPU work: keep them off the event loop.
+        return await asyncio.to_thread(self._rank, queries, request)
+
+    def _request(self, query_bundle: QueryBundle | None) -> _Request:
+        """The examples (as ids and vectors) and filters for one query."""
+        positives = self._items(self.positives, "positives")
+        negatives = self._items(self.negatives, "negatives")
+        filters = self.filters
+        if isinstance(query_bundle, ExemplarQueryBundle):
+            positives += self._items(query_bundle.positives, "positives")
+            negatives += self._items(query_bundle.negatives, "negatives")
+            if query_bundle.filters is not None:
+                filters = query_bundle.filters
+        return _Request(positives, negatives, filters)
+
+    def _items(self, examples: Examples, name: str) -> list[_Item]:
+        items = _example_items(examples, name)
+        unknown = next((i for i in items if isinstance(i, str) and i not in self._index), None)
+        if unknown is not None:
+            raise ValueError(f"unknown node id {unknown!r} in {name}: no node has it")
+        return items
+
+    def _rank(self, queries: NDArray[np.float32], request: _Request) -> list[NodeWithScore]:
+        index = self._filtered_index(request.filters)
+        if index is None:
+            return []
+        hits = index.search(
+            queries,
+            self.similarity_top_k,
+            mode=self.mode,
+            positives=self._for_index(request.positives, index),
+            negatives=self._for_index(request.negatives, index),
+            C=self.C,
+            negative_weight=self.negative_weight,
+        )
+        return [self._result(hit) for hit in hits]
+
+    def _filtered_index(self, filters: MetadataFilters | None) -> ExemplarIndex | None:
+        """The index itself, or a sub-index of the nodes that match ``filters`` (None: none)."""
+        if filters is None or not filters.filters:
+            return self._index
+        matches = build_metadata_filter_fn(lambda item: self._nodes[item].metadata, filters)
+        ids = self._index.ids
+        rows = [row for row, item in enumerate(ids) if matches(item)]
+        if not rows:
+            return None
+        if len(rows) == len(ids):
+            return self._index
+        return ExemplarIndex(self._index.vectors[rows], [ids[row] for row in rows])
+
+    def _for_index(self, items: list[_Item], index: ExemplarIndex) -> list[_Item] | None:
+        """Examples for ``index``: ids of nodes filtered out are passed as their vectors."""
+        if not items:
+            return None
+        return [
+            self._index.vector(item) if isinstance(item, str) and item not in index else item
+            for item in items
+        ]
+
+    def _result(self, hit: Hit) -> NodeWithScore:
+        node = self._nodes[hit.id]
+        copy = node.model_copy(
+            update={
+                "metadata": {**node.metadata, SIMILARITY_KEY: hit.similarity},
+                "excluded_embed_metadata_keys": _with_key(node.excluded_embed_metadata_keys),
+                "excluded_llm_metadata_keys": _with_key(node.excluded_llm_metadata_keys),
+            }
+        )
+        return NodeWithScore(node=copy, score=hit.score)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def persist(self, path: str | os.PathLike[str]) -> None:
+        """Save to the directory ``path``: ``index/`` (the core's format) and ``retriever.json``.
+
+        ``retriever.json`` holds the nodes (without embeddings) and the parameters, and is
+        written atomically after the index; no pickle is used. The embedding model is not
+        saved: pass it to :meth:`from_persist_dir`.
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        nodes = []
+        for item in self._index.ids:
+            entry = doc_to_json(self._nodes[item])
+            entry[DATA_KEY]["embedding"] = None  # the index holds the vectors
+            nodes.append(entry)
+        state = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "similarity_top_k": self.similarity_top_k,
+            "mode": self.mode,
+            "C": self.C,
+            "negative_weight": self.negative_weight,
+            "positives": _items_to_json(self._items(self.positives, "positives")),
+            "negatives": _items_to_json(self._items(self.negatives, "negatives")),
+            "filters": None if self.filters is None else self.filters.model_dump(mode="json"),
+            "nodes": nodes,
+        }
+        try:
+            payload = json.dumps(state, ensure_ascii=False).encode("utf-8")
+        except TypeError as exc:
+            raise ValueError(
+                f"cannot persist: node metadata must be JSON-serialisable ({exc})"
+            ) from None
+        self._index.save(folder / INDEX_DIRNAME)
+        _write_atomic(folder / PERSIST_FILENAME, payload)
+
+    @classmethod
+    def from_persist_dir(
+        cls,
+        path: str | os.PathLike[str],
+        embed_model: EmbedModel = None,
+        *,
+        callback_manager: CallbackManager | None = None,
+        objects: list[IndexNode] | None = None,
+        object_map: dict[str, Any] | None = None,
+        verbose: bool = False,
+        **overrides: Any,
+    ) -> ExemplarSVMRetriever:
+        """Load a retriever saved by :meth:`persist`; anything else raises ``ValueError``.
+
+        ``embed_model`` must be the model that embedded the nodes (``None``: as in the
+        constructor). ``overrides`` replace saved parameters (``similarity_top_k``, ``mode``,
+        ``C``, ``negative_weight``, ``positives``, ``negatives``, ``filters``).
+        """
+        folder = Path(path)
+        state_path = folder / PERSIST_FILENAME
+        if not state_path.is_file():
+            raise ValueError(f"{folder} is not a persisted ExemplarSVMRetriever: no {state_path}")
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{state_path} is corrupt: not valid JSON ({exc})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"{state_path} is not an ExemplarSVMRetriever file")
+        if state.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{state_path} has format version {state.get('version')!r}; this exemplar-svm "
+                f"reads version {FORMAT_VERSION}: upgrade exemplar-svm or persist it again"
+            )
+        index = ExemplarIndex.load(folder / INDEX_DIRNAME)
+        try:
+            nodes = [json_to_doc(entry) for entry in state["nodes"]]
+            params: dict[str, Any] = {
+                "similarity_top_k": state["similarity_top_k"],
+                "mode": state["mode"],
+                "C": state["C"],
+                "negative_weight": state["negative_weight"],
+                "positives": _items_from_json(state["positives"]),
+                "negatives": _items_from_json(state["negatives"]),
+                "filters": None
+                if state["filters"] is None
+                else MetadataFilters.model_validate(state["filters"]),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{state_path} is corrupt: {exc!r}") from None
+        node_ids = [node.node_id for node in nodes]
+        if sorted(node_ids) != sorted(index.ids):
+            raise ValueError(
+                f"{folder} is inconsistent: the node ids in {PERSIST_FILENAME} do not match the "
+                f"ids in {INDEX_DIRNAME}/ ({len(node_ids)} nodes, {len(index)} vectors); "
+                "persist the retriever again"
+            )
+        unknown = set(overrides) - set(params)
+        if unknown:
+            raise TypeError(f"unexpected parameters: {', '.join(sorted(unknown))}")
+        params.update(overrides)
+        return cls(
+            index,
+            nodes,
+            embed_model,
+            callback_manager=callback_manager,
+            objects=objects,
+            object_map=object_map,
+            verbose=verbose,
+            **params,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ExemplarSVMRetriever(nodes={len(self._index)}, mode={self.mode!r}, "
+            f"similarity_top_k={self.similarity_top_k})"
+        )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _default_embed_model(embed_model: EmbedModel) -> Any:
+    """``None`` means an explicitly set ``Settings.embed_model``, else the local default."""
+    if embed_model is not None:
+        return embed_model
+    # Settings.embed_model would resolve LlamaIndex's default (OpenAI) when unset, so only
+    # a model the user set is taken from it.
+    configured = Settings._embed_model
+    return configured if configured is not None else as_embedder(None)
+
+
+def _nodes_by_id(nodes: Sequence[BaseNode], index: ExemplarIndex) -> dict[str, BaseNode]:
+    by_id: dict[str, BaseNode] = {}
+    for node in nodes:
+        if not isinstance(node, BaseNode):
+            raise TypeError(f"nodes must be LlamaIndex nodes, got {type(node).__name__}")
+        if node.node_id in by_id:
+            raise ValueError(f"duplicate node id {node.node_id!r}; every node needs its own id")
+        by_id[node.node_id] = node
+    if len(by_id) != len(index) or any(item not in by_id for item in index.ids):
+        raise ValueError(
+            f"the index ids do not match the node ids ({len(index)} vectors, {len(by_id)} "
+            "nodes): pass one vector per node, with the node id as its id"
+        )
+    return by_id
+
+
+def _embed_nodes(nodes: list[BaseNode], embedder: Embedder) -> ExemplarIndex:
+    """Index ``nodes``, embedding those without an ``embedding`` (in one batch)."""
+    if not nodes:
+        raise ValueError("no nodes to index: pass at least one node")
+    missing = [row for row, node in enumerate(nodes) if node.embedding is None]
+    texts = [nodes[row].get_content(metadata_mode=MetadataMode.EMBED) for row in missing]
+    embedded = embedder.embed_documents(texts) if texts else None
+    vectors: list[NDArray[np.float32]] = [np.empty(0, dtype=np.float32)] * len(nodes)
+    for row, node in enumerate(nodes):
+        if node.embedding is not None:
+            vectors[row] = np.asarray(node.embedding, dtype=np.float32)
+    if embedded is not None:
+        for position, row in enumerate(missing):
+            vectors[row] = embedded[position]
+    dims = {vector.shape for vector in vectors}
+    if len(dims) != 1:
+        raise ValueError(
+            f"the node embeddings have different shapes {sorted(dims)}: the nodes' own "
+            "embeddings and embed_model must come from the same model"
+        )
+    return ExemplarIndex(np.vstack(vectors), [node.node_id for node in nodes])
+
+
+def _from_vector_store_index(index: VectorStoreIndex) -> tuple[ExemplarIndex, list[BaseNode]]:
+    """The embeddings and nodes a VectorStoreIndex already holds, without re-embedding."""
+    if not isinstance(index, VectorStoreIndex):
+        raise TypeError(f"index must be a VectorStoreIndex, got {type(index).__name__}")
+    store = index.vector_store
+    if not isinstance(store, SimpleVectorStore):
+        raise ValueError(
+            f"this VectorStoreIndex keeps its embeddings in a {type(store).__name__}, outside "
+            "this process; ExemplarSVMRetriever can reuse only the embeddings of the default "
+            "in-memory SimpleVectorStore for now. Pass the nodes instead (they are re-embedded): "
+            "ExemplarSVMRetriever.from_defaults(nodes=..., embed_model=...)"
+        )
+    vector_ids = list(index.index_struct.nodes_dict)
+    if not vector_ids:
+        raise ValueError("the VectorStoreIndex is empty: add nodes to it first")
+    embeddings = store.data.embedding_dict
+    missing = next((item for item in vector_ids if item not in embeddings), None)
+    if missing is not None:
+        raise ValueError(f"the VectorStoreIndex has no stored embedding for node {missing!r}")
+    node_ids = [index.index_struct.nodes_dict[item] for item in vector_ids]
+    nodes = index.docstore.get_nodes(node_ids)
+    vectors = np.asarray([embeddings[item] for item in vector_ids], dtype=np.float32)
+    return ExemplarIndex(vectors, node_ids), list(nodes)
+
+
+def _bundle(
+    query: QueryType,
+    positives: Examples,
+    negatives: Examples,
+    filters: MetadataFilters | None,
+) -> ExemplarQueryBundle:
+    """``query`` as an ExemplarQueryBundle; examples add to any it already carries."""
+    if isinstance(query, str):
+        return ExemplarQueryBundle(query, positives=positives, negatives=negatives, filters=filters)
+    if isinstance(query, ExemplarQueryBundle):
+        positives = [
+            *_example_items(query.positives, "positives"),
+            *_example_items(positives, "positives"),
+        ]
+        negatives = [
+            *_example_items(query.negatives, "negatives"),
+            *_example_items(negatives, "negatives"),
+        ]
+        filters = query.filters if filters is None else filters
+    return ExemplarQueryBundle(
+        query_str=query.query_str,
+        image_path=query.image_path,
+        custom_embedding_strs=query.custom_embedding_strs,
+        embedding=query.embedding,
+        positives=positives,
+        negatives=negatives,
+        filters=filters,
+    )
+
+
+def _embedding_strs(query_bundle: QueryBundle) -> list[str]:
+    texts = list(query_bundle.embedding_strs)
+    if not texts:
+        raise ValueError(
+            "the query is empty: pass a query string, custom_embedding_strs or an embedding"
+        )
+    return texts
+
+
+def _query_matrix(vectors: Sequence[ArrayLike]) -> NDArray[np.float32]:
+    """One row per query text; the core searches for what they share."""
+    return np.vstack([np.asarray(vector, dtype=np.float32) for vector in vectors])
+
+
+def _example_items(examples: Examples, name: str) -> list[_Item]:
+    """Examples as a flat list of node ids and float32 vectors."""
+    if examples is None:
+        return []
+    if isinstance(examples, (str, BaseNode, NodeWithScore)):
+        return [_example_item(examples, name)]
+    named = (str, BaseNode, NodeWithScore)
+    if not (isinstance(examples, Sequence) and any(isinstance(e, named) for e in examples)):
+        array = _numeric(examples)
+        if array is not None:
+            return list(array) if array.ndim == 2 else [array]
+    if not isinstance(examples, Sequence):
+        raise TypeError(
+            f"{name} must be node ids, nodes, NodeWithScore or vectors, "
+            f"got {type(examples).__name__}"
+        )
+    items: list[_Item] = []
+    for example in examples:
+        item = _example_item(example, name)
+        items.extend(list(item) if isinstance(item, np.ndarray) and item.ndim == 2 else [item])
+    return items
+
+
+def _example_item(example: Any, name: str) -> _Item:
+    if isinstance(example, str):
+        return example
+    if isinstance(example, NodeWithScore):
+        return example.node.node_id
+    if isinstance(example, BaseNode):
+        return example.node_id
+    array = _numeric(example)
+    if array is None:
+        raise TypeError(
+            f"{name} must be node ids, nodes, NodeWithScore or vectors, "
+            f"got {type(example).__name__}"
+        )
+    return array
+
+
+def _numeric(value: Any) -> NDArray[np.float32] | None:
+    """``value`` as a float32 vector or matrix, or None if it is not numbers."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged: a mix of kinds
+        return None
+    if array.dtype.kind not in "fiu" or array.ndim not in (1, 2) or array.size == 0:
+        return None
+    return array.astype(np.float32)
+
+
+def _items_to_json(items: list[_Item]) -> list[str | list[float]]:
+    return [item if isinstance(item, str) else [float(x) for x in item] for item in items]
+
+
+def _items_from_json(items: Any) -> list[_Item]:
+    if not isinstance(items, list):
+        raise TypeError("examples must be a list")
+    return [item if isinstance(item, str) else np.asarray(item, dtype=np.float32) for item in items]
+
+
+def _with_key(keys: list[str]) -> list[str]:
+    return list(keys) if SIMILARITY_KEY in keys else [*keys, SIMILARITY_KEY]
