@@ -798,7 +798,7 @@ def test_from_persist_dir_refuses_mismatched_or_foreign_files(retriever, tmp_pat
         ExemplarSVMRetriever.from_persist_dir(tmp_path, retriever.embed_model)
 
     path.write_text(json.dumps({**state, "format": "pickle"}))
-    with pytest.raises(ValueError, match="not an ExemplarSVMRetriever file"):
+    with pytest.raises(ValueError, match="retriever.json is not a persisted ExemplarSVMRetriever"):
         ExemplarSVMRetriever.from_persist_dir(tmp_path, retriever.embed_model)
 
     path.write_text("{not json")

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix, check_ids, check_k, check_positive, unit_rows
+from exemplar_svm._files import read_versioned_json, write_atomic
 from exemplar_svm.svm import fit
 
 Mode = Literal["svm", "knn", "hybrid"]
@@ -237,7 +237,7 @@ class ExemplarIndex:
         payload = _npy_bytes(corpus.vectors)
         digest = hashlib.sha256(payload).hexdigest()
         array_name = f"vectors-{digest[:16]}.npy"
-        _write_atomic(folder / array_name, payload)
+        write_atomic(folder / array_name, payload)
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -248,7 +248,7 @@ class ExemplarIndex:
             "sha256": digest,
             "ids": list(corpus.ids),
         }
-        _write_atomic(folder / MANIFEST, json.dumps(manifest).encode())
+        write_atomic(folder / MANIFEST, json.dumps(manifest).encode())
         if old is not None and old.get("vectors") != array_name:
             (folder / str(old["vectors"])).unlink(missing_ok=True)
 
@@ -372,32 +372,6 @@ def _npy_bytes(array: NDArray[Any]) -> bytes:
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise ValueError(f"{folder} is not an exemplar-svm index: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is corrupt: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an exemplar-svm index manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format version {manifest.get('version')!r}; this exemplar-svm reads "
-            f"version {FORMAT_VERSION}: upgrade exemplar-svm or rebuild the index"
-        )
-    return manifest
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    return read_versioned_json(
+        folder / MANIFEST, format=FORMAT, version=FORMAT_VERSION, what="an exemplar-svm index"
+    )

@@ -49,6 +49,7 @@ from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import check_k, check_positive
+from exemplar_svm._files import read_versioned_json, write_atomic
 from exemplar_svm.embedders import Embedder, as_embedder
 from exemplar_svm.index import (
     DEFAULT_C,
@@ -58,7 +59,6 @@ from exemplar_svm.index import (
     ExemplarIndex,
     Hit,
     Mode,
-    _write_atomic,
 )
 
 __all__ = [
@@ -459,7 +459,7 @@ class ExemplarSVMRetriever(BaseRetriever):
                 f"cannot persist: node metadata must be JSON-serialisable ({exc})"
             ) from None
         self._index.save(folder / INDEX_DIRNAME)
-        _write_atomic(folder / PERSIST_FILENAME, payload)
+        write_atomic(folder / PERSIST_FILENAME, payload)
 
     @classmethod
     def from_persist_dir(
@@ -480,20 +480,12 @@ class ExemplarSVMRetriever(BaseRetriever):
         ``C``, ``negative_weight``, ``positives``, ``negatives``, ``filters``).
         """
         folder = Path(path)
-        state_path = folder / PERSIST_FILENAME
-        if not state_path.is_file():
-            raise ValueError(f"{folder} is not a persisted ExemplarSVMRetriever: no {state_path}")
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{state_path} is corrupt: not valid JSON ({exc})") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{state_path} is not an ExemplarSVMRetriever file")
-        if state.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{state_path} has format version {state.get('version')!r}; this exemplar-svm "
-                f"reads version {FORMAT_VERSION}: upgrade exemplar-svm or persist it again"
-            )
+        state = read_versioned_json(
+            folder / PERSIST_FILENAME,
+            format=FORMAT,
+            version=FORMAT_VERSION,
+            what="a persisted ExemplarSVMRetriever",
+        )
         index = ExemplarIndex.load(folder / INDEX_DIRNAME)
         try:
             nodes = [json_to_doc(entry) for entry in state["nodes"]]
@@ -509,7 +501,7 @@ class ExemplarSVMRetriever(BaseRetriever):
                 else MetadataFilters.model_validate(state["filters"]),
             }
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{state_path} is corrupt: {exc!r}") from None
+            raise ValueError(f"{folder / PERSIST_FILENAME} is corrupt: {exc!r}") from None
         node_ids = [node.node_id for node in nodes]
         if sorted(node_ids) != sorted(index.ids):
             raise ValueError(
