@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("EXEMPLAR_SVM_DATASETS", ROOT.parent / "shared" / "datasets"))
 EMBEDDINGS = "embeddings/all-MiniLM-L6-v2"
+README = ROOT / "README.md"
 
 
 def dataset_path(name: str) -> Path:
@@ -42,6 +44,16 @@ def corpus_texts(name: str, limit: int | None = None) -> list[dict[str, str]]:
             if limit is not None and len(rows) >= limit:
                 break
     return rows
+
+
+def python_block(heading: str) -> str:
+    """The first ```python block under the README heading ``heading``."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split(f"\n{heading}\n", 1)
+    assert len(section) == 2, f"README has no heading {heading!r}"
+    match = re.search(r"```python\n(.*?)```", section[1], re.DOTALL)
+    assert match, f"README section {heading!r} has no python example"
+    return match.group(1)
 
 
 @pytest.fixture(scope="session")

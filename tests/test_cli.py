@@ -46,16 +46,19 @@ def test_sample_corpus_ships_with_the_package() -> None:
 
 @pytest.mark.slow
 def test_search_sample_corpus_json(capsys) -> None:
-    code, out, _ = run(capsys, "search", "how do leaves capture sunlight to make sugar", "--json",
-                       "-k", "3")
+    code, out, _ = run(
+        capsys, "search", "how do leaves capture sunlight to make sugar", "--json", "-k", "3"
+    )
     assert code == 0
     payload = json.loads(out)
     hits = payload["results"]["svm"]
     assert [hit["rank"] for hit in hits] == [1, 2, 3]
     scores = [hit["score"] for hit in hits]
     assert scores == sorted(scores, reverse=True)
-    assert all("photosynthesis" in hit["text"].lower() or "chlorophyll" in hit["text"].lower()
-               for hit in hits)
+    assert all(
+        "photosynthesis" in hit["text"].lower() or "chlorophyll" in hit["text"].lower()
+        for hit in hits
+    )
 
 
 @pytest.mark.slow
@@ -63,8 +66,14 @@ def test_compare_side_by_side_and_json(capsys) -> None:
     code, out, _ = run(capsys, "search", "black holes", "--compare", "-k", "4")
     assert code == 0
     assert "KNN (score)" in out and "SVM (score)" in out
-    assert sum(line.lstrip().startswith(f"{rank}.") for rank in range(1, 5)
-               for line in out.splitlines()) == 4
+    assert (
+        sum(
+            line.lstrip().startswith(f"{rank}.")
+            for rank in range(1, 5)
+            for line in out.splitlines()
+        )
+        == 4
+    )
     code, out, _ = run(capsys, "search", "black holes", "--compare", "--mode", "hybrid", "--json")
     results = json.loads(out)["results"]
     assert set(results) == {"knn", "hybrid"}
@@ -74,10 +83,25 @@ def test_compare_side_by_side_and_json(capsys) -> None:
 @pytest.mark.slow
 def test_text_corpus_positive_by_id_and_negative_text(tmp_path: Path, capsys) -> None:
     corpus = tmp_path / "notes.txt"
-    corpus.write_text("Cats purr when content.\n\nDogs bark at strangers.\nKittens are young cats.\n"
-                      "The stock market fell today.\n", encoding="utf-8")
-    code, out, _ = run(capsys, "search", "cats", "--corpus", str(corpus), "--json",
-                       "--positive", "4", "--negative", "finance and shares", "-k", "10")
+    corpus.write_text(
+        "Cats purr when content.\n\nDogs bark at strangers.\nKittens are young cats.\n"
+        "The stock market fell today.\n",
+        encoding="utf-8",
+    )
+    code, out, _ = run(
+        capsys,
+        "search",
+        "cats",
+        "--corpus",
+        str(corpus),
+        "--json",
+        "--positive",
+        "4",
+        "--negative",
+        "finance and shares",
+        "-k",
+        "10",
+    )
     assert code == 0
     hits = json.loads(out)["results"]["svm"]
     # Line numbers are ids; the blank line 2 is skipped; the named positive (line 4) is left out.
@@ -89,8 +113,18 @@ def test_text_corpus_positive_by_id_and_negative_text(tmp_path: Path, capsys) ->
 def test_openai_compatible_server_gives_the_local_ranking(local_embedder, capsys) -> None:
     _, local, _ = run(capsys, "search", "ancient rome", "--json", "-k", "5")
     with OpenAICompatibleServer(local_embedder.embed_documents) as server:
-        code, remote, _ = run(capsys, "search", "ancient rome", "--json", "-k", "5",
-                              "--openai-model", "minilm", "--base-url", server.base_url)
+        code, remote, _ = run(
+            capsys,
+            "search",
+            "ancient rome",
+            "--json",
+            "-k",
+            "5",
+            "--openai-model",
+            "minilm",
+            "--base-url",
+            server.base_url,
+        )
     assert code == 0 and server.request_count >= 2
     ids = [[hit["id"] for hit in json.loads(out)["results"]["svm"]] for out in (local, remote)]
     assert ids[0] == ids[1]
@@ -135,8 +169,10 @@ def test_bad_corpus_files(tmp_path: Path, content: str, message: str) -> None:
 
 def test_jsonl_fields(tmp_path: Path) -> None:
     path = tmp_path / "corpus.jsonl"
-    path.write_text('{"_id": "a", "title": "T", "text": "body", "label": 3}\n'
-                    '{"content": "no id here"}\n', encoding="utf-8")
+    path.write_text(
+        '{"_id": "a", "title": "T", "text": "body", "label": 3}\n{"content": "no id here"}\n',
+        encoding="utf-8",
+    )
     first, second = read_corpus(path)
     assert (first.id, first.text, first.metadata) == ("a", "T\nbody", {"title": "T", "label": 3})
     assert (second.id, second.text) == ("2", "no id here")

@@ -43,8 +43,9 @@ def test_svm_is_the_exemplar_svm_ranking(cranfield) -> None:
     assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:10]]
     np.testing.assert_allclose([hit.score for hit in hits], np.sort(scores)[::-1][:10], rtol=1e-5)
     cosine = corpus @ queries[1] / np.linalg.norm(queries[1])
-    np.testing.assert_allclose([hit.similarity for hit in hits], cosine[[int(h.id) for h in hits]],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        [hit.similarity for hit in hits], cosine[[int(h.id) for h in hits]], atol=1e-6
+    )
     # The SVM ranks differently from kNN here, or the test would not tell the modes apart.
     assert order(hits) != order(index.search(queries[1], k=10, mode="knn"))
 
@@ -68,14 +69,16 @@ def test_several_query_vectors_are_all_positives(cranfield) -> None:
 
 def test_positives_and_negatives_by_id_and_vector(cranfield) -> None:
     index, corpus, queries = cranfield
-    hits = index.search(queries[0], k=20, positives=["5", queries[3]], negatives=["7", "9"],
-                        negative_weight=4.0)
+    hits = index.search(
+        queries[0], k=20, positives=["5", queries[3]], negatives=["7", "9"], negative_weight=4.0
+    )
     keep = np.ones(len(corpus), dtype=bool)
     keep[5] = False
     weights = np.ones(len(corpus))[keep]
     weights[[7 - 1, 9 - 1]] = 4.0  # rows 7 and 9 shift down by one once row 5 is dropped
-    model = fit(np.vstack([queries[0], queries[3], corpus[5]]), corpus[keep],
-                negative_weights=weights)
+    model = fit(
+        np.vstack([queries[0], queries[3], corpus[5]]), corpus[keep], negative_weights=weights
+    )
     scores = model.decision_function(corpus)
     scores[[5, 7, 9]] = -np.inf
     assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:20]]
@@ -90,8 +93,10 @@ def test_named_negative_pushes_its_neighbours_down() -> None:
     # The document nearest to the query, named as a counter-example: its twin should drop.
     near = np.argsort(-(data @ query))[1:3]
     twin, named = str(near[0]), str(near[1])
-    pushed = {hit.id: hit.score for hit in index.search(query, k=600, negatives=[named],
-                                                        negative_weight=50.0)}
+    pushed = {
+        hit.id: hit.score
+        for hit in index.search(query, k=600, negatives=[named], negative_weight=50.0)
+    }
     assert named not in pushed
     assert pushed[twin] - pushed["0"] < plain[twin] - plain["0"]
 
@@ -121,8 +126,11 @@ def test_add_appends_and_failed_add_changes_nothing() -> None:
     index = ExemplarIndex(data[:10], ids=[f"d{i}" for i in range(10)])
     assert index.add(data[10:12], ids=["x", "y"]) == ["x", "y"]
     assert index.search(data[11], k=1, mode="knn")[0].id == "y"
-    for bad_ids, bad_vectors in [(["d1", "z"], data[12:14]), (["z", "z"], data[12:14]),
-                                 (["z", "w"], np.vstack([data[12], np.zeros(8)]))]:
+    for bad_ids, bad_vectors in [
+        (["d1", "z"], data[12:14]),
+        (["z", "z"], data[12:14]),
+        (["z", "w"], np.vstack([data[12], np.zeros(8)])),
+    ]:
         with pytest.raises(ValueError):
             index.add(bad_vectors, ids=bad_ids)
     assert len(index) == 12 and index.vectors.shape == (12, 8) and "z" not in index
@@ -238,7 +246,7 @@ def _manifest(folder: Path) -> dict:
 
 
 def test_missing_foreign_or_newer_manifest(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="index.json is missing"):
+    with pytest.raises(ValueError, match=r"index\.json is missing"):
         ExemplarIndex.load(tmp_path)
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -293,7 +301,7 @@ def test_pickled_payload_is_refused_not_executed(tmp_path: Path, monkeypatch) ->
     assert b"pwned" not in pickle.dumps(1)  # sanity: the marker path only lives in the payload
     manifest["sha256"] = hashlib.sha256(evil.read_bytes()).hexdigest()
     (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="not a readable .npy array"):
+    with pytest.raises(ValueError, match=r"not a readable \.npy array"):
         ExemplarIndex.load(tmp_path / "idx")
     assert not marker.exists()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import doctest
-import re
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.conftest import python_block
 
 pytest.importorskip("langchain_core")
 
@@ -622,12 +623,7 @@ async def test_lcel_rag_chain_end_to_end(retriever: ExemplarSVMRetriever) -> Non
 
 
 def readme_langchain_code() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^## LangChain\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
-    assert section, "README.md has no '## LangChain' section"
-    blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), re.S | re.M)
-    assert blocks, "the README's LangChain section has no python example"
-    return "\n".join(blocks)
+    return python_block("## LangChain")
 
 
 def test_readme_example_runs_as_written(

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import python_block
+
 pytest.importorskip("llama_index.core")
 
 from llama_index.core import (
@@ -798,7 +800,9 @@ def test_from_persist_dir_refuses_mismatched_or_foreign_files(retriever, tmp_pat
         ExemplarSVMRetriever.from_persist_dir(tmp_path, retriever.embed_model)
 
     path.write_text(json.dumps({**state, "format": "pickle"}))
-    with pytest.raises(ValueError, match="retriever.json is not a persisted ExemplarSVMRetriever"):
+    with pytest.raises(
+        ValueError, match=r"retriever\.json is not a persisted ExemplarSVMRetriever"
+    ):
         ExemplarSVMRetriever.from_persist_dir(tmp_path, retriever.embed_model)
 
     path.write_text("{not json")
@@ -854,10 +858,7 @@ def test_missing_llama_index_names_the_extra(monkeypatch) -> None:
 
 
 def test_readme_example_runs_as_written(tmp_path, monkeypatch, unset_settings_embed_model):
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## LlamaIndex", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    assert len(blocks) == 1, "the LlamaIndex section should hold one python example"
     monkeypatch.chdir(tmp_path)
-    exec(compile(blocks[0], "README.md (LlamaIndex)", "exec"), {"__name__": "__readme__"})
+    code = python_block("## LlamaIndex")
+    exec(compile(code, "README.md (LlamaIndex)", "exec"), {"__name__": "__readme__"})
     assert (tmp_path / "svm_retriever" / PERSIST_FILENAME).is_file()

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def python_block(heading: str) -> str:
-    """The first ```python block under the README heading ``heading``."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split(f"\n{heading}\n", 1)
-    assert len(section) == 2, f"README has no heading {heading!r}"
-    match = re.search(r"```python\n(.*?)```", section[1], re.DOTALL)
-    assert match, f"README section {heading!r} has no python example"
-    return match.group(1)
+from tests.conftest import README, python_block
 
 
 @pytest.mark.slow
