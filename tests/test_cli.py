@@ -77,7 +77,7 @@ def test_compare_side_by_side_and_json(capsys) -> None:
     code, out, _ = run(capsys, "search", "black holes", "--compare", "--mode", "hybrid", "--json")
     results = json.loads(out)["results"]
     assert set(results) == {"knn", "hybrid"}
-    assert all(hit["score"] == hit["similarity"] for hit in results["knn"])
+    assert all(abs(hit["score"] - hit["similarity"]) < 1e-6 for hit in results["knn"])
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix, check_ids, check_k, check_positive, unit_rows
 from exemplar_svm._files import read_versioned_json, write_atomic
-from exemplar_svm.svm import fit
+from exemplar_svm._solver import CorpusStats, solve
 
 Mode = Literal["svm", "knn", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -129,7 +129,11 @@ class ExemplarIndex:
         clash = next((item for item in new_ids if item in corpus.rows), None)
         if clash is not None:
             raise ValueError(f"duplicate id {clash!r}: the index already holds a document with it")
-        self._corpus = _Corpus.build(np.vstack([corpus.vectors, matrix]), [*corpus.ids, *new_ids])
+        self._corpus = _Corpus.build(
+            np.vstack([corpus.vectors, matrix]),
+            [*corpus.ids, *new_ids],
+            corpus.stats.extended(corpus.vectors, matrix),
+        )
         return new_ids
 
     # -- search ------------------------------------------------------------------------------
@@ -191,54 +195,52 @@ class ExemplarIndex:
         if not candidates.any():
             return []
 
-        similarity: NDArray[Any] = vectors @ _direction(queries).astype(np.float32)
+        query_direction = _direction(queries).astype(np.float32)
         positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
         scores: NDArray[Any]
         if mode == "knn":
             scores = vectors @ _direction(positive_set).astype(np.float32)
         else:
             # Every corpus row that is not a positive is a negative; named ones weigh more.
-            is_negative = np.ones(len(vectors), dtype=bool)
-            is_negative[pos_rows] = False
             weights = np.ones(len(vectors))
             weights[neg_rows] = negative_weight
-            model = fit(
+            weights[pos_rows] = 0.0
+            _, _, scores, _ = solve(
                 positive_set,
-                np.vstack([vectors[is_negative], neg_vectors]),
-                C=C,
-                negative_weights=np.concatenate(
-                    [weights[is_negative], np.full(len(neg_vectors), negative_weight)]
-                ),
+                vectors,
+                weights,
+                neg_vectors,
+                np.full(len(neg_vectors), negative_weight),
+                C,
+                stats=corpus.stats,
             )
-            scores = model.decision_function(vectors)
             if mode == "hybrid":
                 knn_scores = vectors @ _direction(positive_set).astype(np.float32)
                 scores = (_zscore(scores, candidates) + _zscore(knn_scores, candidates)) / 2
 
         rows = _top_k(np.asarray(scores, dtype=np.float64), candidates, k)
+        similarity = vectors[rows] @ query_direction  # only the hits: no extra pass
         return [
-            Hit(id=corpus.ids[row], score=float(scores[row]), similarity=float(similarity[row]))
-            for row in rows
+            Hit(id=corpus.ids[row], score=float(scores[row]), similarity=float(cosine))
+            for row, cosine in zip(rows, similarity, strict=True)
         ]
 
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Save to the directory ``path``: the matrix as ``.npy``, ids and format as JSON.
+        """Save to the directory ``path``: arrays as ``.npy``, ids and format as JSON.
 
-        The manifest is replaced last, by an atomic rename, so a crash leaves either the old
-        index or the new one, never a mix.
+        The corpus statistics the SVM solver seeds with (the second moment) are saved too, when
+        they have been computed. The manifest is replaced last, by an atomic rename, so a crash
+        leaves either the old index or the new one, never a mix.
         """
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         # Only ever overwrite an index this library wrote; this raises for anything else.
         old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
         corpus = self._corpus
-        payload = _npy_bytes(corpus.vectors)
-        digest = hashlib.sha256(payload).hexdigest()
-        array_name = f"vectors-{digest[:16]}.npy"
-        write_atomic(folder / array_name, payload)
-        manifest = {
+        array_name, digest = _write_array(folder, "vectors", corpus.vectors)
+        manifest: dict[str, Any] = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "count": len(self),
@@ -248,36 +250,39 @@ class ExemplarIndex:
             "sha256": digest,
             "ids": list(corpus.ids),
         }
+        if corpus.stats.gram is not None:
+            gram_name, gram_digest = _write_array(folder, "second-moment", corpus.stats.gram)
+            manifest["second_moment"] = {"file": gram_name, "sha256": gram_digest}
         write_atomic(folder / MANIFEST, json.dumps(manifest).encode())
-        if old is not None and old.get("vectors") != array_name:
-            (folder / str(old["vectors"])).unlink(missing_ok=True)
+        if old is not None:
+            keep = set(_array_files(manifest))
+            for name in _array_files(old):
+                if name not in keep:
+                    (folder / name).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExemplarIndex:
         """Load an index written by :meth:`save`; anything else raises ``ValueError``."""
         folder = Path(path)
         manifest = _read_manifest(folder)
-        array_name = manifest.get("vectors")
-        if not isinstance(array_name, str) or Path(array_name).name != array_name:
-            raise ValueError(f"{folder / MANIFEST} is corrupt: bad 'vectors' entry")
-        payload = (folder / array_name).read_bytes()
-        if hashlib.sha256(payload).hexdigest() != manifest.get("sha256"):
-            raise ValueError(f"{folder / array_name} is corrupt: its checksum does not match")
-        try:
-            vectors = np.load(io.BytesIO(payload), allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{folder / array_name} is not a readable .npy array: {exc}") from None
         expected = (manifest.get("count"), manifest.get("dim"))
-        if vectors.dtype != np.float32 or vectors.shape != expected:
-            raise ValueError(
-                f"{folder / array_name} is corrupt: {vectors.dtype} {vectors.shape}, "
-                f"expected float32 {expected}"
-            )
+        vectors = _read_array(
+            folder, manifest.get("vectors"), manifest.get("sha256"), np.float32, expected
+        )
         ids = manifest.get("ids")
         if not isinstance(ids, list) or len(ids) != len(vectors):
             raise ValueError(f"{folder / MANIFEST} is corrupt: ids do not match the vectors")
+        stats = CorpusStats.of(vectors)
+        saved = manifest.get("second_moment")
+        if saved is not None:
+            if not isinstance(saved, dict):
+                raise ValueError(f"{folder / MANIFEST} is corrupt: bad 'second_moment' entry")
+            dim = manifest.get("dim")
+            stats.gram = _read_array(
+                folder, saved.get("file"), saved.get("sha256"), np.float64, (dim, dim)
+            )
         index = cls.__new__(cls)
-        index._corpus = _Corpus.build(vectors, ids)
+        index._corpus = _Corpus.build(vectors, ids, stats)
         return index
 
     def __repr__(self) -> str:
@@ -291,15 +296,19 @@ class _Corpus:
     vectors: NDArray[np.float32]  # normalised, read-only
     ids: tuple[str, ...]
     rows: dict[str, int]
+    stats: CorpusStats
 
     @classmethod
-    def build(cls, vectors: NDArray[Any], ids: list[str]) -> _Corpus:
+    def build(
+        cls, vectors: NDArray[Any], ids: list[str], stats: CorpusStats | None = None
+    ) -> _Corpus:
         if len(ids) != len(vectors):
             raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors; pass one id each")
         check_ids(ids)
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         matrix.flags.writeable = False
-        return cls(matrix, tuple(ids), {item: row for row, item in enumerate(ids)})
+        stats = CorpusStats.of(matrix) if stats is None else stats
+        return cls(matrix, tuple(ids), {item: row for row, item in enumerate(ids)}, stats)
 
     def row(self, item: str, name: str = "ids") -> int:
         try:
@@ -365,10 +374,44 @@ def _top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDAr
     return rows[order]
 
 
-def _npy_bytes(array: NDArray[Any]) -> bytes:
+def _write_array(folder: Path, prefix: str, array: NDArray[Any]) -> tuple[str, str]:
+    """Write ``array`` as ``<prefix>-<hash>.npy`` (atomically); return its name and sha256."""
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest()
+    name = f"{prefix}-{digest[:16]}.npy"
+    write_atomic(folder / name, payload)
+    return name, digest
+
+
+def _read_array(
+    folder: Path, name: object, digest: object, dtype: type, shape: tuple[object, ...]
+) -> NDArray[Any]:
+    """Read an array named in the manifest, refusing anything that is not what was written."""
+    if not isinstance(name, str) or Path(name).name != name:
+        raise ValueError(f"{folder / MANIFEST} is corrupt: bad array entry {name!r}")
+    payload = (folder / name).read_bytes()
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise ValueError(f"{folder / name} is corrupt: its checksum does not match")
+    try:
+        array: NDArray[Any] = np.load(io.BytesIO(payload), allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{folder / name} is not a readable .npy array: {exc}") from None
+    if array.dtype != dtype or array.shape != shape:
+        raise ValueError(
+            f"{folder / name} is corrupt: {array.dtype} {array.shape}, expected "
+            f"{np.dtype(dtype)} {shape}"
+        )
+    return array
+
+
+def _array_files(manifest: dict[str, Any]) -> list[str]:
+    files = [str(manifest.get("vectors"))]
+    saved = manifest.get("second_moment")
+    if isinstance(saved, dict):
+        files.append(str(saved.get("file")))
+    return files
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:

@@ -1,12 +1,11 @@
 """The exemplar SVM: a linear model trained per query, positives against negatives.
 
-:func:`fit` is the only place that knows how the model is solved, so a faster exact solver
-can replace scikit-learn here without touching any caller.
+The solver itself lives in :mod:`exemplar_svm._solver`; scikit-learn's ``LinearSVC`` is the
+reference it is tested against.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix, check_positive
+from exemplar_svm._solver import as_corpus, solve
 
 # Scoring a large float32 corpus in float64 would copy it whole; blocks keep the copy small.
 _SCORE_BLOCK_ROWS = 8192
@@ -111,7 +111,8 @@ def fit(
     loss="squared_hinge", penalty="l2", fit_intercept=True, intercept_scaling=1)`` fitted with
     ``sample_weight`` 1 for every positive and ``negative_weights`` for the negatives (see
     :func:`objective`). The solution is unique (the objective is strictly convex), so any exact
-    solver returns the same model.
+    solver returns the same model; this one reaches it with far less work than liblinear (see
+    :mod:`exemplar_svm._solver`), reading the negatives in float32.
 
     Parameters
     ----------
@@ -139,35 +140,10 @@ def fit(
     0
     """
     pos, neg, weights = _prepare(positives, negatives, C, negative_weights)
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.svm import LinearSVC
-
-    X = np.vstack([pos, neg])
-    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    sample_weight = np.concatenate([np.ones(len(pos)), weights])
-    # The primal (trust-region Newton) solver converges to the optimum on ill-conditioned
-    # embedding data, where liblinear's dual coordinate descent stalls before max_iter.
-    svc = LinearSVC(
-        C=C,
-        class_weight="balanced",
-        loss="squared_hinge",
-        penalty="l2",
-        dual=False,
-        fit_intercept=True,
-        intercept_scaling=1,
-        tol=1e-8,
-        max_iter=10_000,
-        random_state=0,
+    coef, intercept, _, _ = solve(
+        pos, as_corpus(neg), weights, np.empty((0, pos.shape[1])), np.empty(0), C
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        try:
-            svc.fit(X, y, sample_weight=sample_weight)
-        except ConvergenceWarning as exc:  # pragma: no cover - not seen on real data
-            raise RuntimeError(f"the SVM solver did not converge: {exc}") from None
-    return LinearModel(
-        coef=svc.coef_.ravel().astype(np.float64), intercept=float(svc.intercept_[0])
-    )
+    return LinearModel(coef=coef, intercept=intercept)
 
 
 def _prepare(
