@@ -370,3 +370,21 @@ def test_solver_statistics_are_kept_current_and_saved(tmp_path: Path) -> None:
     (tmp_path / manifest["second_moment"]["file"]).write_bytes(b"\x93NUMPY junk")
     with pytest.raises(ValueError, match="checksum does not match"):
         ExemplarIndex.load(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["svm", "knn", "hybrid"])
+def test_search_batch_equals_one_at_a_time(mode: str) -> None:
+    data = clustered(500, 16, seed=12)
+    index = ExemplarIndex(data[5:])
+    queries = [data[0], data[1], data[2:4]]  # the last one: two vectors, one shared concept
+    batch = index.search_batch(queries, k=7, mode=mode)
+    single = [index.search(query, k=7, mode=mode) for query in queries]
+    assert [order(hits) for hits in batch] == [order(hits) for hits in single]
+    for got, expected in zip(batch, single, strict=True):
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in expected], atol=1e-6)
+    knn_only = index.search_batch(list(data[:3]), k=4, mode="knn")
+    assert [order(hits) for hits in knn_only] == [
+        order(index.search(query, k=4, mode="knn")) for query in data[:3]
+    ]
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        index.search_batch(list(data[:3]), k=0, mode="knn")

@@ -35,12 +35,14 @@ F64 = np.float64
 
 # Newton stops when the gradient has shrunk this much; float32 products cannot go much further.
 _GRADIENT_TOL = 1e-6
+# While the working set is still growing, a rough solution finds the violators as well.
+_LOOSE_TOL = 1e-2
 _MAX_NEWTON = 200
 _MAX_ROUNDS = 30
 # A row counts as a violator a little before the margin, so float32 rounding cannot hide one.
 _VIOLATION_SLACK = 1e-4
 # Gather rows only while they stay within this fraction of the corpus (the memory budget).
-_GATHER_FRACTION = 0.25
+_GATHER_FRACTION = 0.18
 
 
 @dataclass
@@ -152,28 +154,39 @@ def solve(
 
     w = scale * seed
     b = bias
+    # Solve loosely while the working set still changes; once it holds every violator, solve
+    # tightly on it and verify once more.
+    tolerance = _LOOSE_TOL
+    reference: list[float] = []  # the first gradient norm: tolerances are relative to it
+    rows: _Rows | None = None
     for info.rounds in range(1, _MAX_ROUNDS + 1):
-        rows = _restricted_rows(
-            positives,
-            positive_cost,
-            corpus,
-            corpus_weights,
-            unit_cost,
-            in_set,
-            excluded,
-            corpus_sum - excluded_sum,
-            extra,
-            extra_weights,
-        )
-        w, b = _newton(rows, w, b, info, n)
+        if rows is None:
+            rows = _restricted_rows(
+                positives,
+                positive_cost,
+                corpus,
+                corpus_weights,
+                unit_cost,
+                in_set,
+                excluded,
+                corpus_sum - excluded_sum,
+                extra,
+                extra_weights,
+            )
+        w, b = _newton(rows, w, b, info, n, tolerance, reference)
         scores = (corpus @ w.astype(F32)).astype(F64) + b
         info.passes += 1
         violators = ~in_set & ~excluded & (scores > -1 - _VIOLATION_SLACK)
         if not violators.any():
-            break
-        if info.rounds == _MAX_ROUNDS - 1:
-            violators = ~in_set & ~excluded  # the last round solves the whole problem
+            if tolerance == _GRADIENT_TOL:
+                break
+            tolerance = _GRADIENT_TOL
+            continue
+        if info.rounds >= _MAX_ROUNDS - 2:
+            violators = ~in_set & ~excluded  # the last rounds solve the whole problem
+            tolerance = _GRADIENT_TOL
         in_set |= violators
+        rows = None  # free the gathered rows before the next round gathers its own
     info.working_set = int(in_set.sum())
     info.support_vectors = int(np.count_nonzero(~excluded & (scores > -1)))
     return w, float(b), scores, info
@@ -222,23 +235,30 @@ def _restricted_rows(
 
 
 def _newton(
-    rows: _Rows, w: NDArray[F64], b: float, info: SolveInfo, n: int
+    rows: _Rows,
+    w: NDArray[F64],
+    b: float,
+    info: SolveInfo,
+    n: int,
+    tolerance: float,
+    reference: list[float],
 ) -> tuple[NDArray[F64], float]:
-    """Minimise the restricted objective from ``(w, b)``."""
+    """Minimise the restricted objective from ``(w, b)`` until the gradient is below
+    ``tolerance`` times the first gradient of the solve (kept in ``reference``)."""
     y = np.concatenate([rows.big_y, rows.small_y])
     k = np.concatenate([rows.big_k, rows.small_k])
     split = len(rows.big)
     out = np.concatenate(rows.outputs(w, b))
-    first: float | None = None
     for _ in range(_MAX_NEWTON):
         active = (y * out < 1) & (k > 0)
         r = np.where(active, k * (out - y), 0.0)
         grad_w = w + 2 * rows.back(r[:split], r[split:])
         grad_b = b + 2 * float(r.sum())
         norm = float(np.sqrt(grad_w @ grad_w + grad_b * grad_b))
-        if first is None:
-            first = max(norm, np.finfo(F64).tiny)
-        if norm <= _GRADIENT_TOL * first:
+        if not reference:
+            reference.append(max(norm, np.finfo(F64).tiny))
+        first = reference[0]
+        if norm <= tolerance * first:
             break
         step_w, step_b = _newton_direction(rows, active, k, grad_w, grad_b, norm / first, info, n)
         delta = np.concatenate(rows.outputs(step_w, 0.0)) + step_b

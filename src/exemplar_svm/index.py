@@ -225,6 +225,50 @@ class ExemplarIndex:
             for row, cosine in zip(rows, similarity, strict=True)
         ]
 
+    def search_batch(
+        self,
+        queries: Sequence[ArrayLike],
+        k: int = 10,
+        *,
+        mode: Mode = DEFAULT_MODE,
+        C: float = DEFAULT_C,
+        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+    ) -> list[list[Hit]]:
+        """Search for many queries at once: one list of hits per query, in order.
+
+        Each entry of ``queries`` is what :meth:`search` takes as ``query`` (one vector, or
+        several for a shared concept). All of them see the same corpus, even while another
+        thread adds documents. ``"knn"`` scores the whole batch in one matrix product; the SVM
+        modes train one model per query.
+        """
+        snapshot = ExemplarIndex.__new__(ExemplarIndex)
+        snapshot._corpus = self._corpus
+        items = list(queries)
+        if mode == "knn" and items and all(np.ndim(item) == 1 for item in items):
+            check_k(k)
+            matrix = unit_rows(as_matrix(np.vstack(items), "queries", dim=self.dim), "queries")
+            vectors = snapshot._corpus.vectors
+            scores = vectors @ matrix.T.astype(np.float32)
+            everything = np.ones(len(vectors), dtype=bool)
+            out = []
+            for column in range(len(items)):
+                rows = _top_k(scores[:, column].astype(np.float64), everything, k)
+                out.append(
+                    [
+                        Hit(
+                            snapshot._corpus.ids[row],
+                            float(scores[row, column]),
+                            float(scores[row, column]),
+                        )
+                        for row in rows
+                    ]
+                )
+            return out
+        return [
+            snapshot.search(item, k, mode=mode, C=C, negative_weight=negative_weight)
+            for item in items
+        ]
+
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
