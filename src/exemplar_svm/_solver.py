@@ -185,6 +185,13 @@ def solve(
         if info.rounds >= _MAX_ROUNDS - 2:
             violators = ~in_set & ~excluded  # the last rounds solve the whole problem
             tolerance = _GRADIENT_TOL
+        else:
+            # A rough solution can put many rows over the margin that the exact one keeps
+            # clear: take the worst, at most as many as the set holds, and check again.
+            found = np.flatnonzero(violators)
+            cap = max(int(in_set.sum()), 256)
+            if len(found) > cap:
+                violators[found[np.argpartition(-scores[found], cap - 1)[cap:]]] = False
         in_set |= violators
         rows = None  # free the gathered rows before the next round gathers its own
     info.working_set = int(in_set.sum())
