@@ -11,6 +11,7 @@ import pytest
 
 from exemplar_svm.cli import build_parser, main
 from exemplar_svm.corpus import read_corpus, sample_corpus_path
+from exemplar_svm.index import DEFAULT_MODE
 from tests.openai_server import OpenAICompatibleServer
 
 
@@ -51,7 +52,7 @@ def test_search_sample_corpus_json(capsys) -> None:
     )
     assert code == 0
     payload = json.loads(out)
-    hits = payload["results"]["svm"]
+    hits = payload["results"][DEFAULT_MODE]
     assert [hit["rank"] for hit in hits] == [1, 2, 3]
     scores = [hit["score"] for hit in hits]
     assert scores == sorted(scores, reverse=True)
@@ -65,7 +66,7 @@ def test_search_sample_corpus_json(capsys) -> None:
 def test_compare_side_by_side_and_json(capsys) -> None:
     code, out, _ = run(capsys, "search", "black holes", "--compare", "-k", "4")
     assert code == 0
-    assert "KNN (score)" in out and "SVM (score)" in out
+    assert "KNN (score)" in out and f"{DEFAULT_MODE.upper()} (score)" in out
     assert (
         sum(
             line.lstrip().startswith(f"{rank}.")
@@ -103,7 +104,7 @@ def test_text_corpus_positive_by_id_and_negative_text(tmp_path: Path, capsys) ->
         "10",
     )
     assert code == 0
-    hits = json.loads(out)["results"]["svm"]
+    hits = json.loads(out)["results"][DEFAULT_MODE]
     # Line numbers are ids; the blank line 2 is skipped; the named positive (line 4) is left out.
     assert sorted(hit["id"] for hit in hits) == ["1", "3", "5"]
     assert hits[0]["id"] == "1"
@@ -126,7 +127,7 @@ def test_openai_compatible_server_gives_the_local_ranking(local_embedder, capsys
             server.base_url,
         )
     assert code == 0 and server.request_count >= 2
-    ids = [[hit["id"] for hit in json.loads(out)["results"]["svm"]] for out in (local, remote)]
+    ids = [[hit["id"] for hit in json.loads(out)["results"][DEFAULT_MODE]] for out in (local, remote)]
     assert ids[0] == ids[1]
 
 

@@ -37,7 +37,7 @@ def test_knn_is_cosine_ranking(cranfield) -> None:
 
 def test_svm_is_the_exemplar_svm_ranking(cranfield) -> None:
     index, corpus, queries = cranfield
-    hits = index.search(queries[1], k=10, mode="svm", C=0.1)
+    hits = index.search(queries[1], k=10, mode="svm", C=0.1, feedback=0)
     model = fit(queries[1], corpus, C=0.1)
     scores = model.decision_function(corpus)
     assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:10]]
@@ -55,14 +55,16 @@ def test_hybrid_is_mean_of_z_scores(cranfield) -> None:
     svm = fit(queries[2], corpus).decision_function(corpus)
     knn = corpus.astype(np.float64) @ (queries[2] / np.linalg.norm(queries[2]))
     fused = ((svm - svm.mean()) / svm.std() + (knn - knn.mean()) / knn.std()) / 2
-    hits = index.search(queries[2], k=10, mode="hybrid")
+    hits = index.search(
+        queries[2], k=10, mode="hybrid", C=0.1, feedback=0, hybrid_weight=0.5
+    )
     assert order(hits) == [str(row) for row in np.argsort(-fused, kind="stable")[:10]]
     np.testing.assert_allclose([hit.score for hit in hits], np.sort(fused)[::-1][:10], atol=1e-5)
 
 
 def test_several_query_vectors_are_all_positives(cranfield) -> None:
     index, corpus, queries = cranfield
-    hits = index.search(queries[:2], k=5)
+    hits = index.search(queries[:2], k=5, mode="svm", C=0.1, feedback=0)
     scores = fit(queries[:2], corpus).decision_function(corpus)
     assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:5]]
 
@@ -70,7 +72,14 @@ def test_several_query_vectors_are_all_positives(cranfield) -> None:
 def test_positives_and_negatives_by_id_and_vector(cranfield) -> None:
     index, corpus, queries = cranfield
     hits = index.search(
-        queries[0], k=20, positives=["5", queries[3]], negatives=["7", "9"], negative_weight=4.0
+        queries[0],
+        k=20,
+        mode="svm",
+        positives=["5", queries[3]],
+        negatives=["7", "9"],
+        negative_weight=4.0,
+        C=0.1,
+        feedback=0,
     )
     keep = np.ones(len(corpus), dtype=bool)
     keep[5] = False

@@ -66,6 +66,28 @@ def check_positive(value: float, name: str) -> float:
     return value
 
 
+def check_nonnegative(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_fraction(value: float, name: str) -> float:
+    value = check_nonnegative(value, name)
+    if value > 1:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    return value
+
+
+def check_count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
 def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ValueError(f"k must be a whole number of results, got {k!r}")

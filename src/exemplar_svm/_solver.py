@@ -88,6 +88,8 @@ def solve(
     C: float,
     *,
     stats: CorpusStats | None = None,
+    positive_weights: NDArray[F64] | None = None,
+    center: NDArray[F64] | None = None,
 ) -> tuple[NDArray[F64], float, NDArray[F64], SolveInfo]:
     """Exact solution for positives against weighted corpus rows and extra negatives.
 
@@ -103,6 +105,11 @@ def solve(
     stats : CorpusStats, optional
         The corpus's statistics, kept by an index: with them the seed direction is whitened
         (the exemplar LDA), which finds the support vectors in fewer rounds.
+    positive_weights : (p,), optional
+        Relative weight of each positive (all 1 by default).
+    center : (d,), optional
+        Regularise ``w`` towards ``center`` instead of 0: the objective's first term becomes
+        ``1/2 (|w - center|^2 + b^2)`` (a prior such as the text query's direction).
 
     Returns
     -------
@@ -111,10 +118,15 @@ def solve(
     info = SolveInfo()
     n = len(corpus)
     p = len(positives)
+    if positive_weights is None:
+        positive_weights = np.ones(p)
+    if center is None:
+        center = np.zeros(corpus.shape[1])
     weight_total = float(corpus_weights.sum() + extra_weights.sum())
-    total = p + weight_total
+    positive_total = float(positive_weights.sum())
+    total = positive_total + weight_total
     unit_cost = C * total / (2.0 * weight_total)
-    positive_cost = C * total / (2.0 * p)
+    positive_cost = C * total / (2.0 * positive_total) * positive_weights
     corpus_sum = corpus.sum(axis=0, dtype=F64) if stats is None else stats.total
     excluded = corpus_weights == 0
     special = ~excluded & (corpus_weights != 1)  # named negatives: always in the working set
@@ -126,33 +138,33 @@ def solve(
         + (corpus_weights[special] - 1) @ corpus[special]
         + extra_weights @ extra
     ) / weight_total
-    seed = positives.mean(axis=0) - negative_mean
+    seed = positive_weights @ positives / positive_total - negative_mean
     if stats is not None:
         seed = stats.whiten(corpus, seed)
-    seed_scores = (corpus @ seed.astype(F32)).astype(F64)
+    # One pass scores the corpus along the seed and the center together.
+    both = (corpus @ np.stack([seed, center], axis=1).astype(F32)).astype(F64)
+    seed_scores, offsets = both[:, 0], both[:, 1]
     info.passes += 1
     scale, bias = _fit_along(
         float(seed @ seed),
         np.concatenate([positives @ seed, seed_scores[~excluded], extra @ seed]),
+        np.concatenate([positives @ center, offsets[~excluded], extra @ center]),
         np.concatenate([np.ones(p), -np.ones(n - int(excluded.sum()) + len(extra))]),
         np.concatenate(
-            [
-                np.full(p, positive_cost),
-                unit_cost * corpus_weights[~excluded],
-                unit_cost * extra_weights,
-            ]
+            [positive_cost, unit_cost * corpus_weights[~excluded], unit_cost * extra_weights]
         ),
     )
     # Twice the rows active along the seed direction: the support vectors are mostly among them.
-    active = int(np.count_nonzero(scale * seed_scores[~excluded] + bias > -1))
+    fitted = offsets + scale * seed_scores + bias
+    active = int(np.count_nonzero(fitted[~excluded] > -1))
     in_set = special.copy()
     eligible = np.flatnonzero(~excluded & ~special)
     size = min(len(eligible), max(64, 2 * active))
     if size:
-        ranked = seed_scores[eligible]
+        ranked = fitted[eligible]
         in_set[eligible[np.argpartition(-ranked, size - 1)[:size]]] = True
 
-    w = scale * seed
+    w = center + scale * seed
     b = bias
     # Solve loosely while the working set still changes; once it holds every violator, solve
     # tightly on it and verify once more.
@@ -173,7 +185,7 @@ def solve(
                 extra,
                 extra_weights,
             )
-        w, b = _newton(rows, w, b, info, n, tolerance, reference)
+        w, b = _newton(rows, w, b, center, info, n, tolerance, reference)
         scores = (corpus @ w.astype(F32)).astype(F64) + b
         info.passes += 1
         violators = ~in_set & ~excluded & (scores > -1 - _VIOLATION_SLACK)
@@ -201,7 +213,7 @@ def solve(
 
 def _restricted_rows(
     positives: NDArray[F64],
-    positive_cost: float,
+    positive_cost: NDArray[F64],
     corpus: NDArray[np.float32],
     corpus_weights: NDArray[F64],
     unit_cost: float,
@@ -224,7 +236,7 @@ def _restricted_rows(
         inside_sum = (corpus.T @ in_set.astype(F32)).astype(F64)
     small = [positives, extra]
     small_y = [np.ones(len(positives)), -np.ones(len(extra))]
-    small_k = [np.full(len(positives), positive_cost), unit_cost * extra_weights]
+    small_k = [positive_cost, unit_cost * extra_weights]
     outside = int(np.count_nonzero(~in_set & ~excluded))
     if outside:
         small.append(((eligible_sum - inside_sum) / outside)[np.newaxis])
@@ -245,6 +257,7 @@ def _newton(
     rows: _Rows,
     w: NDArray[F64],
     b: float,
+    center: NDArray[F64],
     info: SolveInfo,
     n: int,
     tolerance: float,
@@ -259,7 +272,7 @@ def _newton(
     for _ in range(_MAX_NEWTON):
         active = (y * out < 1) & (k > 0)
         r = np.where(active, k * (out - y), 0.0)
-        grad_w = w + 2 * rows.back(r[:split], r[split:])
+        grad_w = w - center + 2 * rows.back(r[:split], r[split:])
         grad_b = b + 2 * float(r.sum())
         norm = float(np.sqrt(grad_w @ grad_w + grad_b * grad_b))
         if not reference:
@@ -269,9 +282,8 @@ def _newton(
             break
         step_w, step_b = _newton_direction(rows, active, k, grad_w, grad_b, norm / first, info, n)
         delta = np.concatenate(rows.outputs(step_w, 0.0)) + step_b
-        t = _line_search(
-            out, delta, y, k, float(w @ step_w + b * step_b), float(step_w @ step_w + step_b**2)
-        )
+        slope0 = float((w - center) @ step_w + b * step_b)
+        t = _line_search(out, delta, y, k, slope0, float(step_w @ step_w + step_b**2))
         w = w + t * step_w
         b = b + t * step_b
         out = out + t * delta
@@ -376,14 +388,21 @@ def _line_search(
 
 
 def _fit_along(
-    norm2: float, scores: NDArray[F64], y: NDArray[F64], k: NDArray[F64]
+    norm2: float,
+    scores: NDArray[F64],
+    offsets: NDArray[F64],
+    y: NDArray[F64],
+    k: NDArray[F64],
 ) -> tuple[float, float]:
-    """Exact best ``(scale, bias)`` for ``w = scale * seed``: a 2-parameter problem."""
+    """Exact best ``(scale, bias)`` for ``w = center + scale * seed``: a 2-parameter problem.
+
+    ``scores`` are the rows' products with the seed, ``offsets`` with the center.
+    """
     a = b = 0.0
     if norm2 == 0:
         return a, b
     for _ in range(100):
-        out = a * scores + b
+        out = offsets + a * scores + b
         act = y * out < 1
         r = k[act] * (out[act] - y[act])
         s = scores[act]

@@ -14,7 +14,16 @@ from typing import Any, Literal, Union, cast, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from exemplar_svm._checks import as_matrix, check_ids, check_k, check_positive, unit_rows
+from exemplar_svm._checks import (
+    as_matrix,
+    check_count,
+    check_fraction,
+    check_ids,
+    check_k,
+    check_nonnegative,
+    check_positive,
+    unit_rows,
+)
 from exemplar_svm._files import read_versioned_json, write_atomic
 from exemplar_svm._solver import CorpusStats, solve
 
@@ -24,10 +33,18 @@ MODES: tuple[str, ...] = get_args(Mode)
 #: Examples for :meth:`ExemplarIndex.search`: corpus ids, vectors, or a mix of both.
 Examples = Union[str, ArrayLike, Sequence[Union[str, ArrayLike]], None]  # noqa: UP007
 
-#: Defaults of :meth:`ExemplarIndex.search`, shared by the framework adapters.
-DEFAULT_MODE: Mode = "svm"
-DEFAULT_C = 0.1
-DEFAULT_NEGATIVE_WEIGHT = 10.0
+#: Defaults of :meth:`ExemplarIndex.search`, shared by the framework adapters. Chosen on half of
+#: the queries of the shared datasets and checked on the other half (see the README's Quality
+#: section): the hybrid of kNN and an SVM with pseudo-relevance feedback ranks at least as well
+#: as kNN on every set and metric measured, and counter-examples, when given, count strongly.
+DEFAULT_MODE: Mode = "hybrid"
+DEFAULT_C = 0.01
+DEFAULT_NEGATIVE_WEIGHT = 1000.0
+DEFAULT_PRIOR = 0.0
+DEFAULT_FEEDBACK = 5
+DEFAULT_FEEDBACK_WEIGHT = 0.5
+DEFAULT_HYBRID_WEIGHT = 0.3
+DEFAULT_ROCCHIO = 1.0
 
 FORMAT = "exemplar-svm-index"
 FORMAT_VERSION = 1
@@ -148,6 +165,11 @@ class ExemplarIndex:
         negatives: Examples = None,
         C: float = DEFAULT_C,
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        prior: float = DEFAULT_PRIOR,
+        feedback: int = DEFAULT_FEEDBACK,
+        feedback_weight: float = DEFAULT_FEEDBACK_WEIGHT,
+        hybrid_weight: float = DEFAULT_HYBRID_WEIGHT,
+        rocchio: float = DEFAULT_ROCCHIO,
     ) -> list[Hit]:
         """Rank the corpus for ``query`` and return the best ``k`` documents, best first.
 
@@ -157,19 +179,35 @@ class ExemplarIndex:
             The query embedding, or several (their shared concept is searched for).
         k : int, default=10
             How many hits; the whole remaining corpus if it holds fewer.
-        mode : {"svm", "knn", "hybrid"}, default="svm"
+        mode : {"svm", "knn", "hybrid"}
             ``"svm"`` ranks by an exemplar SVM trained with the query and ``positives`` as
             positives and every other corpus document as a negative. ``"knn"`` ranks by cosine
-            similarity to the normalised mean of the query and positive vectors (named negatives
-            are only left out). ``"hybrid"`` ranks by the mean of the z-scored SVM and kNN
-            scores over the candidate documents.
+            similarity to the normalised mean of the query and positive vectors (the centroid).
+            ``"hybrid"`` ranks by a weighted mean of the z-scored SVM and kNN scores over the
+            candidate documents.
         positives, negatives : str, vector, or sequence of them, optional
             Extra examples, as corpus ids or vectors. Corpus documents named here are left out
             of the results.
-        C : float, default=0.1
-            The SVM's loss weight (see :func:`exemplar_svm.fit`).
-        negative_weight : float, default=10.0
+        C : float
+            The SVM's loss weight (see :func:`exemplar_svm.fit`); ``C -> 0`` ranks like the
+            mean difference between the positives and the corpus.
+        negative_weight : float
             How many anonymous corpus rows one named negative counts for in the SVM's loss.
+        prior : float
+            The text hint: the SVM's weight vector is kept near ``prior`` times the kNN
+            direction (the objective regularises ``|w - prior * q|^2`` instead of ``|w|^2``).
+            ``0`` is the plain exemplar SVM; large values, or ``C -> 0``, rank like kNN.
+        feedback : int
+            Pseudo-relevance feedback: the top ``feedback`` kNN documents (at most half of the
+            candidates) join the SVM's positives; they stay in the results.
+        feedback_weight : float
+            Weight of each feedback document as a positive, relative to the query's 1.
+        hybrid_weight : float
+            Weight of the SVM's z-score in ``"hybrid"`` (the kNN z-score gets the rest).
+        rocchio : float
+            For the kNN ranking (``"knn"``, and the kNN half of ``"hybrid"``): subtract this many
+            times the centroid of the named negatives from the centroid of the positives
+            (Rocchio's relevance feedback); 0 ignores negatives.
 
         Returns
         -------
@@ -180,6 +218,11 @@ class ExemplarIndex:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         C = check_positive(C, "C")
         negative_weight = check_positive(negative_weight, "negative_weight")
+        prior = check_nonnegative(prior, "prior")
+        feedback = check_count(feedback, "feedback")
+        feedback_weight = check_positive(feedback_weight, "feedback_weight")
+        hybrid_weight = check_fraction(hybrid_weight, "hybrid_weight")
+        rocchio = check_nonnegative(rocchio, "rocchio")
         corpus = self._corpus  # one snapshot: a concurrent add() cannot change it under us
         queries = unit_rows(as_matrix(query, "query", dim=self.dim), "query")
         pos_rows, pos_vectors = corpus.examples(positives, "positives")
@@ -197,14 +240,29 @@ class ExemplarIndex:
 
         query_direction = _direction(queries).astype(np.float32)
         positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
-        scores: NDArray[Any]
+        centroid = _direction(positive_set)
+        knn_direction = centroid
+        negative_set = np.vstack([neg_vectors, vectors[neg_rows]])
+        if rocchio and len(negative_set):
+            knn_direction = _direction((centroid - rocchio * negative_set.mean(axis=0))[np.newaxis])
+        knn_scores: NDArray[Any] | None = None
         if mode == "knn":
-            scores = vectors @ _direction(positive_set).astype(np.float32)
+            scores: NDArray[Any] = vectors @ knn_direction.astype(np.float32)
         else:
+            if mode == "hybrid" or feedback:
+                knn_scores = vectors @ knn_direction.astype(np.float32)
             # Every corpus row that is not a positive is a negative; named ones weigh more.
             weights = np.ones(len(vectors))
             weights[neg_rows] = negative_weight
             weights[pos_rows] = 0.0
+            positive_weights = np.ones(len(positive_set))
+            # At most half the candidates, so a small corpus keeps negatives to train against.
+            feedback = min(feedback, int(candidates.sum()) // 2)
+            if feedback and knn_scores is not None:
+                rows = _top_k(knn_scores.astype(np.float64), candidates, feedback)
+                positive_set = np.vstack([positive_set, vectors[rows]])
+                positive_weights = np.r_[positive_weights, np.full(len(rows), feedback_weight)]
+                weights[rows] = 0.0
             _, _, scores, _ = solve(
                 positive_set,
                 vectors,
@@ -213,10 +271,13 @@ class ExemplarIndex:
                 np.full(len(neg_vectors), negative_weight),
                 C,
                 stats=corpus.stats,
+                positive_weights=positive_weights,
+                center=prior * centroid if prior else None,
             )
-            if mode == "hybrid":
-                knn_scores = vectors @ _direction(positive_set).astype(np.float32)
-                scores = (_zscore(scores, candidates) + _zscore(knn_scores, candidates)) / 2
+            if mode == "hybrid" and knn_scores is not None:
+                scores = hybrid_weight * _zscore(scores, candidates) + (
+                    1 - hybrid_weight
+                ) * _zscore(knn_scores, candidates)
 
         rows = _top_k(np.asarray(scores, dtype=np.float64), candidates, k)
         similarity = vectors[rows] @ query_direction  # only the hits: no extra pass
