@@ -55,9 +55,7 @@ def test_hybrid_is_mean_of_z_scores(cranfield) -> None:
     svm = fit(queries[2], corpus).decision_function(corpus)
     knn = corpus.astype(np.float64) @ (queries[2] / np.linalg.norm(queries[2]))
     fused = ((svm - svm.mean()) / svm.std() + (knn - knn.mean()) / knn.std()) / 2
-    hits = index.search(
-        queries[2], k=10, mode="hybrid", C=0.1, feedback=0, hybrid_weight=0.5
-    )
+    hits = index.search(queries[2], k=10, mode="hybrid", C=0.1, feedback=0, hybrid_weight=0.5)
     assert order(hits) == [str(row) for row in np.argsort(-fused, kind="stable")[:10]]
     np.testing.assert_allclose([hit.score for hit in hits], np.sort(fused)[::-1][:10], atol=1e-5)
 
@@ -397,3 +395,92 @@ def test_search_batch_equals_one_at_a_time(mode: str) -> None:
     ]
     with pytest.raises(ValueError, match="k must be at least 1"):
         index.search_batch(list(data[:3]), k=0, mode="knn")
+
+
+# -- quality modes ------------------------------------------------------------------------------
+
+
+def test_hybrid_weight_spans_knn_to_svm() -> None:
+    data = clustered(400, 16, seed=13)
+    index = ExemplarIndex(data[1:])
+    options = {"k": 15, "C": 0.1, "feedback": 0}
+    svm = order(index.search(data[0], mode="svm", **options))
+    knn = order(index.search(data[0], mode="knn", k=15))
+    assert svm != knn
+    assert order(index.search(data[0], mode="hybrid", hybrid_weight=1.0, **options)) == svm
+    assert order(index.search(data[0], mode="hybrid", hybrid_weight=0.0, **options)) == knn
+
+
+def test_prior_with_tiny_c_ranks_like_knn_and_no_prior_like_the_svm() -> None:
+    data = clustered(400, 16, seed=14)
+    index = ExemplarIndex(data[1:])
+    knn = order(index.search(data[0], mode="knn", k=15))
+    svm = order(index.search(data[0], mode="svm", k=15, C=0.1, feedback=0))
+    assert order(index.search(data[0], mode="svm", k=15, C=0.1, feedback=0, prior=0.0)) == svm
+    near_knn = index.search(data[0], mode="svm", k=15, C=1e-7, feedback=0, prior=1.0)
+    assert order(near_knn) == knn
+
+
+def test_feedback_documents_are_weighted_positives_that_stay_in_the_results() -> None:
+    from exemplar_svm._solver import solve
+
+    data = clustered(300, 16, seed=15)
+    index = ExemplarIndex(data[1:])
+    query = data[0] / np.linalg.norm(data[0])
+    hits = index.search(query, k=299, mode="svm", C=0.1, feedback=4, feedback_weight=0.25)
+    top = np.argsort(-(index.vectors @ query), kind="stable")[:4]
+    weights = np.ones(299)
+    weights[top] = 0.0
+    positives = np.vstack([query, index.vectors[top]]).astype(np.float64)
+    _, _, scores, _ = solve(
+        positives,
+        index.vectors,
+        weights,
+        np.empty((0, 16)),
+        np.empty(0),
+        0.1,
+        positive_weights=np.r_[1.0, np.full(4, 0.25)],
+    )
+    assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")]
+    assert {str(row) for row in top} <= set(order(hits)[:10])
+
+
+def test_rocchio_moves_the_knn_centroid_away_from_counter_examples() -> None:
+    data = clustered(200, 8, seed=16)
+    index = ExemplarIndex(data)
+    vectors = index.vectors.astype(np.float64)
+    centroid = vectors[[0, 1]].mean(axis=0)
+    centroid /= np.linalg.norm(centroid)
+    direction = centroid - 0.7 * vectors[[2, 3]].mean(axis=0)
+    expected = np.argsort(-(vectors @ direction), kind="stable")
+    expected = [str(row) for row in expected if row not in (1, 2, 3)][:10]
+    hits = index.search(
+        vectors[0], k=10, mode="knn", positives=["1"], negatives=["2", "3"], rocchio=0.7
+    )
+    assert order(hits) == expected
+    plain = index.search(
+        vectors[0], k=10, mode="knn", positives=["1"], negatives=["2", "3"], rocchio=0.0
+    )
+    assert order(plain) != order(hits)
+
+
+def test_tiny_corpus_keeps_negatives_with_the_default_feedback() -> None:
+    index = ExemplarIndex(np.eye(3) + 0.05)
+    assert len(index.search(np.ones(3), k=3)) == 3  # 5 feedback documents wanted, 1 used
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prior": -1}, "prior must be a finite number >= 0"),
+        ({"feedback": -2}, "feedback must be a whole number >= 0"),
+        ({"feedback": 1.5}, "feedback must be a whole number >= 0"),
+        ({"feedback_weight": 0}, "feedback_weight must be a positive"),
+        ({"hybrid_weight": 1.5}, "hybrid_weight must be between 0 and 1"),
+        ({"rocchio": float("inf")}, "rocchio must be a finite number >= 0"),
+    ],
+)
+def test_bad_quality_options(kwargs: dict, message: str) -> None:
+    index = ExemplarIndex(np.eye(4) + 0.1)
+    with pytest.raises(ValueError, match=message):
+        index.search(np.ones(4), **kwargs)

@@ -189,3 +189,27 @@ def test_solver_reports_what_it_did() -> None:
     assert abs(
         objective(ours, corpus[:1], corpus[1:]) - objective(ref, corpus[:1], corpus[1:])
     ) <= 1e-6 * objective(ref, corpus[:1], corpus[1:])
+
+
+def test_prior_center_is_the_optimum_of_the_centred_objective() -> None:
+    from exemplar_svm._solver import as_corpus, solve
+
+    corpus = clustered(1500, 24, seed=17)
+    query = corpus[0].astype(np.float64)
+    center = 3.0 * query / np.linalg.norm(query)
+    weights = np.ones(1499)
+    coef, intercept, _, _ = solve(
+        query[np.newaxis],
+        as_corpus(corpus[1:]),
+        weights,
+        np.empty((0, 24)),
+        np.empty(0),
+        0.1,
+        center=center,
+    )
+    model = LinearModel(coef, intercept)
+    # The gradient of 1/2 |w - center|^2 + 1/2 b^2 + loss is the plain one shifted by -center.
+    grad = gradient(model, corpus[:1], corpus[1:], 0.1) - np.r_[center, 0.0]
+    zero = LinearModel(center, 0.0)
+    start = gradient(zero, corpus[:1], corpus[1:], 0.1) - np.r_[center, 0.0]
+    assert np.linalg.norm(grad) <= 1e-4 * np.linalg.norm(start)

@@ -196,7 +196,7 @@ class ExemplarIndex:
         prior : float
             The text hint: the SVM's weight vector is kept near ``prior`` times the kNN
             direction (the objective regularises ``|w - prior * q|^2`` instead of ``|w|^2``).
-            ``0`` is the plain exemplar SVM; large values, or ``C -> 0``, rank like kNN.
+            ``0`` is the plain exemplar SVM; with ``prior > 0`` and ``C -> 0`` it ranks like kNN.
         feedback : int
             Pseudo-relevance feedback: the top ``feedback`` kNN documents (at most half of the
             candidates) join the SVM's positives; they stay in the results.
