@@ -127,7 +127,9 @@ def test_openai_compatible_server_gives_the_local_ranking(local_embedder, capsys
             server.base_url,
         )
     assert code == 0 and server.request_count >= 2
-    ids = [[hit["id"] for hit in json.loads(out)["results"][DEFAULT_MODE]] for out in (local, remote)]
+    ids = [
+        [hit["id"] for hit in json.loads(out)["results"][DEFAULT_MODE]] for out in (local, remote)
+    ]
     assert ids[0] == ids[1]
 
 

@@ -8,6 +8,7 @@ import shutil
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,19 @@ from exemplar_svm.embedders import (
     Embedder,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
+)
+from exemplar_svm.evaluation import (
+    DEFAULT_EMBEDDINGS,
+    DEFAULT_METHODS,
+    DEFAULT_QUERIES,
+    DEFAULT_SEED,
+    PROTOCOLS,
+    SPLITS,
+    Report,
+    evaluate,
+    has_embeddings,
+    load_dataset,
+    summary_markdown,
 )
 from exemplar_svm.index import (
     DEFAULT_C,
@@ -136,13 +150,166 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a progress bar while embedding the corpus (default: for large corpora, "
         "when standard error is a terminal)",
     )
+    _add_eval_parser(commands)
     return parser
+
+
+EVAL_DESCRIPTION = """\
+Measure retrieval quality on labelled datasets: rank every query with each method and report
+nDCG@10, Recall@100, P@10 and MAP@100, the per-query paired difference of each method with the
+baseline (mean +/- standard error, queries won/lost) and the search time per query.
+
+A FOLDER is either a BEIR-format text-query set (corpus.jsonl, queries.jsonl, qrels/test.tsv)
+or a labelled corpus (corpus.jsonl records with a 'label' field) for query by example: a sample
+of documents are the queries, the other documents with the same label are relevant, and the
+query document is left out of its own results. Embeddings are read from the precomputed
+corpus.npy/queries.npy under --embeddings, or computed with --model/--openai-model.
+"""
+
+EVAL_EPILOG = """\
+A method is a name and the JSON keyword arguments it passes to ExemplarIndex.search, so every
+search mode and option can be measured; options left out take search's defaults. Default
+methods (every mode with the library's defaults):
+  {defaults}
+
+examples:
+  exemplar-svm eval ../shared/datasets/cranfield
+  exemplar-svm eval ../shared/datasets/* --split test
+  exemplar-svm eval ../shared/datasets/bbc-news --protocol feedback --positives 5
+  exemplar-svm eval DATA --method knn --method 'svm C=0.01={{"mode": "svm", "C": 0.01}}' --json
+"""
+
+
+def _add_eval_parser(commands: Any) -> None:
+    defaults = "\n  ".join(f"{name}={json.dumps(opts)}" for name, opts in DEFAULT_METHODS.items())
+    evaluate_ = commands.add_parser(
+        "eval",
+        help="measure retrieval quality of search methods on labelled datasets",
+        description=EVAL_DESCRIPTION,
+        epilog=EVAL_EPILOG.format(defaults=defaults),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate_.add_argument(
+        "folders",
+        nargs="+",
+        metavar="FOLDER",
+        help="dataset folders; with several, a summary table of all of them follows",
+    )
+    evaluate_.add_argument(
+        "--method",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a method to measure (repeatable): its name, '=', and a JSON object of "
+        'ExemplarIndex.search keyword arguments, e.g. \'svm C=0.1={"mode": "svm", "C": 0.1}\'; '
+        'a bare mode name such as \'knn\' means {"mode": "knn"} (default: the methods '
+        "listed below)",
+    )
+    evaluate_.add_argument(
+        "--baseline",
+        default="knn",
+        metavar="NAME",
+        help="the method the others are compared with, query by query; 'knn' is added when "
+        "missing (default: %(default)s)",
+    )
+    evaluate_.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="query",
+        help="'query' = search with the query alone; 'feedback' = add --positives relevant "
+        "documents as positives and --negatives non-relevant ones (other labels) as negatives, "
+        "leaving them out of the judged results (default: %(default)s)",
+    )
+    evaluate_.add_argument(
+        "--positives",
+        type=int,
+        default=3,
+        metavar="N",
+        help="relevant examples per query with --protocol feedback (default: %(default)s)",
+    )
+    evaluate_.add_argument(
+        "--negatives",
+        type=int,
+        default=3,
+        metavar="N",
+        help="counter-examples per query with --protocol feedback (default: %(default)s)",
+    )
+    evaluate_.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="every query, or one of two stable halves (by a hash of the query id): choose "
+        "settings on 'tune', report on 'test' (default: %(default)s)",
+    )
+    evaluate_.add_argument(
+        "--queries",
+        type=int,
+        default=DEFAULT_QUERIES,
+        metavar="N",
+        help="query-by-example sets: how many documents to sample as queries; 0 = every "
+        "document (default: %(default)s)",
+    )
+    evaluate_.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="evaluate only the first N queries of the split, for a quick look (default: all)",
+    )
+    evaluate_.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed of the query sample and of the feedback examples (default: %(default)s)",
+    )
+    evaluate_.add_argument(
+        "--embeddings",
+        default=DEFAULT_EMBEDDINGS,
+        metavar="DIR",
+        help="folder of the precomputed corpus.npy (and queries.npy), relative to FOLDER; "
+        "when it is missing the texts are embedded with --model (default: %(default)s)",
+    )
+    models = evaluate_.add_argument_group("embedding model (only when embedding the texts)")
+    models.add_argument(
+        "--model",
+        help="embed the texts with this sentence-transformers model instead of reading "
+        f"--embeddings (default when those are missing: {DEFAULT_MODEL})",
+    )
+    models.add_argument(
+        "--openai-model",
+        metavar="NAME",
+        help="embed the texts with an OpenAI-compatible server instead",
+    )
+    models.add_argument("--base-url", help="the OpenAI-compatible server (with --openai-model)")
+    models.add_argument("--api-key", help="API key (with --openai-model); default: OPENAI_API_KEY")
+    models.add_argument(
+        "--dimensions", type=int, help="ask the server for shorter vectors (with --openai-model)"
+    )
+    output = evaluate_.add_argument_group("output")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON instead of Markdown: one report object, or a list with several FOLDERs",
+    )
+    output.add_argument(
+        "--per-query",
+        action="store_true",
+        help="with --json, include every query's metric values and search time",
+    )
+    output.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress bars while embedding and evaluating (default: for long runs, when "
+        "standard error is a terminal)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "eval":
+            return _eval(args)
         return _search(args)
     except (ValueError, OSError) as exc:
         print(f"exemplar-svm: error: {exc}", file=sys.stderr)
@@ -182,6 +349,84 @@ def _search(args: argparse.Namespace) -> int:
     else:
         _print_table(args.query, args.mode, results[args.mode], by_id)
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    methods = _parse_methods(args.method) if args.method else dict(DEFAULT_METHODS)
+    if args.baseline not in methods:
+        if args.baseline != "knn":
+            raise ValueError(f"--baseline {args.baseline!r} is not among the --method names")
+        methods = {"knn": {"mode": "knn"}, **methods}
+    if args.queries < 0:
+        raise ValueError(f"--queries must be 0 (every document) or more, got {args.queries}")
+    embedder: Embedder | None = None
+    reports: list[Report] = []
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder} is not a dataset folder")
+        use_model = args.model or args.openai_model or not has_embeddings(folder, args.embeddings)
+        if use_model and embedder is None:
+            embedder = _embedder(
+                argparse.Namespace(**{**vars(args), "model": args.model or DEFAULT_MODEL})
+            )
+        dataset = load_dataset(
+            folder,
+            embeddings=args.embeddings,
+            embedder=embedder if use_model else None,
+            n_queries=args.queries or None,
+            seed=args.seed,
+        )
+        reports.append(
+            evaluate(
+                dataset,
+                methods,
+                baseline=args.baseline,
+                split=args.split,
+                protocol=args.protocol,
+                n_positives=args.positives,
+                n_negatives=args.negatives,
+                seed=args.seed,
+                max_queries=args.limit,
+                show_progress=args.progress,
+            )
+        )
+    if args.json:
+        payloads = [report.to_json(per_query=args.per_query) for report in reports]
+        print(json.dumps(payloads[0] if len(payloads) == 1 else payloads, indent=2))
+    else:
+        print("\n\n".join(report.to_markdown() for report in reports))
+        if len(reports) > 1:
+            print("\n" + summary_markdown(reports))
+    return 0
+
+
+def _parse_methods(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``NAME=JSON`` (split at the first '={') or a bare mode name, in order."""
+    methods: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, brace, rest = item.partition("={")
+        if not brace:
+            if "=" in item:
+                raise ValueError(
+                    f"--method {item!r}: write NAME=JSON with a JSON object of options"
+                )
+            name, options = item.strip(), {"mode": item.strip()}
+        else:
+            try:
+                options = json.loads("{" + rest)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"--method {item!r}: the options are not valid JSON: {exc}"
+                ) from None
+            if not isinstance(options, dict):
+                raise ValueError(f"--method {item!r}: the options must be a JSON object")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"--method {item!r} has no name; write NAME=JSON")
+        if name in methods:
+            raise ValueError(f"--method {name!r} is given twice")
+        methods[name] = options
+    return methods
 
 
 def _embedder(args: argparse.Namespace) -> Embedder:
