@@ -26,6 +26,7 @@ from exemplar_svm.evaluation import (
     DEFAULT_METHODS,
     DEFAULT_QUERIES,
     DEFAULT_SEED,
+    FEEDBACK_METHODS,
     PROTOCOLS,
     SPLITS,
     Report,
@@ -169,8 +170,10 @@ corpus.npy/queries.npy under --embeddings, or computed with --model/--openai-mod
 EVAL_EPILOG = """\
 A method is a name and the JSON keyword arguments it passes to ExemplarIndex.search, so every
 search mode and option can be measured; options left out take search's defaults. Default
-methods (every mode with the library's defaults):
+methods (the textbook SVM, the quality modes and the library's default):
   {defaults}
+with --protocol feedback (centroid and Rocchio baselines against SVMs):
+  {feedback}
 
 examples:
   exemplar-svm eval ../shared/datasets/cranfield
@@ -181,12 +184,15 @@ examples:
 
 
 def _add_eval_parser(commands: Any) -> None:
-    defaults = "\n  ".join(f"{name}={json.dumps(opts)}" for name, opts in DEFAULT_METHODS.items())
+    defaults, feedback = (
+        "\n  ".join(f"{name}={json.dumps(opts)}" for name, opts in methods.items())
+        for methods in (DEFAULT_METHODS, FEEDBACK_METHODS)
+    )
     evaluate_ = commands.add_parser(
         "eval",
         help="measure retrieval quality of search methods on labelled datasets",
         description=EVAL_DESCRIPTION,
-        epilog=EVAL_EPILOG.format(defaults=defaults),
+        epilog=EVAL_EPILOG.format(defaults=defaults, feedback=feedback),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate_.add_argument(
@@ -352,7 +358,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    methods = _parse_methods(args.method) if args.method else dict(DEFAULT_METHODS)
+    if args.method:
+        methods = _parse_methods(args.method)
+    else:
+        methods = dict(FEEDBACK_METHODS if args.protocol == "feedback" else DEFAULT_METHODS)
     if args.baseline not in methods:
         if args.baseline != "knn":
             raise ValueError(f"--baseline {args.baseline!r} is not among the --method names")

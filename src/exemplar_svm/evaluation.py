@@ -66,8 +66,24 @@ DEFAULT_EMBEDDINGS = "embeddings/all-MiniLM-L6-v2"
 #: (so the figures follow what ``ExemplarIndex.search`` does out of the box), kNN the baseline.
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {
     "knn": {"mode": "knn"},
-    "svm": {"mode": "svm"},
-    "hybrid": {"mode": "hybrid"},
+    # The notebook everyone copies: C=0.1, the query as the only positive.
+    "svm (textbook)": {"mode": "svm", "C": 0.1, "feedback": 0},
+    "hybrid (textbook)": {"mode": "hybrid", "C": 0.1, "feedback": 0, "hybrid_weight": 0.5},
+    # The text hint: w kept near 3 times the query direction.
+    "svm + prior": {"mode": "svm", "C": 0.1, "feedback": 0, "prior": 3.0},
+    # Pseudo-relevance feedback at the library's C.
+    "svm + feedback": {"mode": "svm"},
+    "default": {},
+}
+
+#: Methods for the relevance-feedback protocol: centroid (Rocchio) baselines and SVMs.
+FEEDBACK_METHODS: dict[str, dict[str, Any]] = {
+    "knn": {"mode": "knn", "rocchio": 0.0},
+    "rocchio 0.5": {"mode": "knn", "rocchio": 0.5},
+    "rocchio 1": {"mode": "knn", "rocchio": 1.0},
+    "svm (textbook)": {"mode": "svm", "C": 0.1, "feedback": 0, "negative_weight": 10.0},
+    "svm C=0.003": {"mode": "svm", "C": 0.003, "feedback": 0},
+    "default": {},
 }
 
 #: Query-by-example sample size and seed of the shared datasets' reference figures.
@@ -793,7 +809,8 @@ def evaluate(
     methods : mapping of str to mapping, optional
         Method name -> keyword arguments of :meth:`ExemplarIndex.search` (anything but
         ``query`` and ``k``, and under ``"feedback"`` also not ``positives``/``negatives``).
-        Default: :data:`DEFAULT_METHODS`.
+        Default: :data:`DEFAULT_METHODS`, or :data:`FEEDBACK_METHODS` for the feedback
+        protocol.
     baseline : str or None, default="knn"
         The method every other is compared with, query by query; it must be in ``methods``.
         ``None`` compares nothing.
@@ -830,7 +847,9 @@ def evaluate(
     one-off costs (such as the corpus statistics of the SVM solver) do not count as latency;
     the methods take turns on each query, so load on the machine affects them alike.
     """
-    chosen = {name: dict(options) for name, options in (methods or DEFAULT_METHODS).items()}
+    if methods is None:
+        methods = FEEDBACK_METHODS if protocol == "feedback" else DEFAULT_METHODS
+    chosen = {name: dict(options) for name, options in methods.items()}
     _check_methods(chosen, baseline, protocol)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive whole number, got {k!r}")
