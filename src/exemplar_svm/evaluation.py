@@ -83,6 +83,7 @@ FEEDBACK_METHODS: dict[str, dict[str, Any]] = {
     "rocchio 1": {"mode": "knn", "rocchio": 1.0},
     "svm (textbook)": {"mode": "svm", "C": 0.1, "feedback": 0, "negative_weight": 10.0},
     "svm C=0.003": {"mode": "svm", "C": 0.003, "feedback": 0},
+    "svm C=0.003 + feedback": {"mode": "svm", "C": 0.003},
     "default": {},
 }
 
