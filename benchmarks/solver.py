@@ -38,6 +38,8 @@ from exemplar_svm.svm import objective
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 C = 0.1
+# The problem scikit-learn solves: the exemplar SVM alone, no feedback documents.
+SVM = {"mode": "svm", "C": C, "feedback": 0}
 
 
 def clustered(n: int, d: int, mean_cosine: float, seed: int = 0, clusters: int = 50) -> np.ndarray:
@@ -99,18 +101,18 @@ def peak_memory(function: Callable[[], Any]) -> int:
 def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: bool) -> dict:
     start = time.perf_counter()
     index = ExemplarIndex(corpus)
-    index.search(queries[0], k=10)  # the first search computes the corpus statistics
+    index.search(queries[0], k=10, **SVM)  # the first search computes the corpus statistics
     precompute = time.perf_counter() - start
     vectors = index.vectors
     rows: dict[str, list[float]] = {"knn": [], "ours": [], "sklearn": [], "gap": [], "same": []}
     for query in queries:
         query = query / np.linalg.norm(query)
-        t_knn, _ = timed(lambda: knn(vectors, query), repeat=5)
-        t_ours, hits = timed(lambda: index.search(query, k=10), repeat=3)
+        t_knn, _ = timed(lambda q=query: knn(vectors, q), repeat=5)
+        t_ours, hits = timed(lambda q=query: index.search(q, k=10, **SVM), repeat=3)
         rows["knn"].append(t_knn)
         rows["ours"].append(t_ours)
         if with_sklearn:
-            t_ref, (ref_top, ref_model) = timed(lambda: sklearn_svm(vectors, query))
+            t_ref, (ref_top, ref_model) = timed(lambda q=query: sklearn_svm(vectors, q))
             rows["sklearn"].append(t_ref)
             ours_model = _our_model(vectors, query)
             ref_obj = objective(ref_model, query, vectors, C=C)
@@ -118,22 +120,27 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
             # Tie-aware: documents the reference scores equally (duplicates) may swap places.
             ref_scores = ref_model.decision_function(vectors)
             ours_top = [int(h.id) for h in hits]
-            rows["same"].append(float(np.allclose(ref_scores[ours_top], ref_scores[ref_top],
-                                                  rtol=0, atol=1e-6)))
-    memory = peak_memory(lambda: index.search(queries[0], k=10)) / vectors.nbytes
+            rows["same"].append(
+                float(np.allclose(ref_scores[ours_top], ref_scores[ref_top], rtol=0, atol=1e-6))
+            )
+    memory = peak_memory(lambda: index.search(queries[0], k=10, **SVM)) / vectors.nbytes
     result = {
         "name": name,
         "n": len(corpus),
         "d": corpus.shape[1],
         "knn_ms": 1e3 * statistics.median(rows["knn"]),
         "ours_ms": 1e3 * statistics.median(rows["ours"]),
-        "ratio_knn": statistics.median(o / k for o, k in zip(rows["ours"], rows["knn"])),
+        "ratio_knn": statistics.median(
+            o / k for o, k in zip(rows["ours"], rows["knn"], strict=True)
+        ),
         "memory": memory,
         "precompute_s": precompute,
     }
     if with_sklearn:
         result["sklearn_ms"] = 1e3 * statistics.median(rows["sklearn"])
-        result["speedup"] = statistics.median(s / o for s, o in zip(rows["sklearn"], rows["ours"]))
+        result["speedup"] = statistics.median(
+            s / o for s, o in zip(rows["sklearn"], rows["ours"], strict=True)
+        )
         result["gap"] = max(rows["gap"])
         result["same"] = statistics.mean(rows["same"])
     return result
@@ -143,8 +150,12 @@ def _our_model(corpus: np.ndarray, query: np.ndarray) -> LinearModel:
     from exemplar_svm._solver import solve
 
     coef, intercept, _, _ = solve(
-        query[np.newaxis].astype(np.float64), corpus, np.ones(len(corpus)),
-        np.empty((0, corpus.shape[1])), np.empty(0), C,
+        query[np.newaxis].astype(np.float64),
+        corpus,
+        np.ones(len(corpus)),
+        np.empty((0, corpus.shape[1])),
+        np.empty(0),
+        C,
     )
     return LinearModel(coef, intercept)
 
@@ -169,20 +180,26 @@ def growth(sizes: list[int], d: int, with_sklearn_up_to: int) -> dict[str, float
     for n in sizes:
         corpus = clustered(n + 3, d, 0.5, seed=n)
         index = ExemplarIndex(corpus[3:])
-        index.search(corpus[0], k=10)
+        index.search(corpus[0], k=10, **SVM)
         vectors = index.vectors
         per = {"knn": [], "ours": [], "sklearn": []}
         for query in corpus[:3]:
-            per["knn"].append(timed(lambda: knn(vectors, query), repeat=5)[0])
-            per["ours"].append(timed(lambda: index.search(query, k=10), repeat=2)[0])
+            per["knn"].append(timed(lambda v=vectors, q=query: knn(v, q), repeat=5)[0])
+            per["ours"].append(
+                timed(lambda i=index, q=query: i.search(q, k=10, **SVM), repeat=2)[0]
+            )
             if n <= with_sklearn_up_to:
-                per["sklearn"].append(timed(lambda: sklearn_svm(vectors, query))[0])
+                per["sklearn"].append(timed(lambda v=vectors, q=query: sklearn_svm(v, q))[0])
         for key, values in per.items():
             if values:
                 times[key].append((n, statistics.median(values)))
-        print(f"  n={n:>7,}: " + ", ".join(
-            f"{key} {1e3 * statistics.median(v):.1f} ms" for key, v in per.items() if v
-        ), flush=True)
+        print(
+            f"  n={n:>7,}: "
+            + ", ".join(
+                f"{key} {1e3 * statistics.median(v):.1f} ms" for key, v in per.items() if v
+            ),
+            flush=True,
+        )
     return {
         key: float(np.polyfit(np.log([n for n, _ in pts]), np.log([t for _, t in pts]), 1)[0])
         for key, pts in times.items()
@@ -194,9 +211,9 @@ def batches(corpus: np.ndarray, queries: np.ndarray) -> float | None:
     index = ExemplarIndex(corpus)
     if not hasattr(index, "search_batch"):
         return None
-    index.search(queries[0], k=10)
-    one, _ = timed(lambda: [index.search(q, k=10) for q in queries], repeat=2)
-    many, _ = timed(lambda: index.search_batch(queries, k=10), repeat=2)
+    index.search(queries[0], k=10, **SVM)
+    one, _ = timed(lambda: [index.search(q, k=10, **SVM) for q in queries], repeat=2)
+    many, _ = timed(lambda: index.search_batch(queries, k=10, **SVM), repeat=2)
     return many / one
 
 
@@ -206,9 +223,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5, help="queries per scenario")
     args = parser.parse_args()
     quick = args.quick
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{len(__import__('os').sched_getaffinity(0))} cores, numpy {np.__version__}, "
-          f"python {platform.python_version()}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"{len(__import__('os').sched_getaffinity(0))} cores, numpy {np.__version__}, "
+        f"python {platform.python_version()}\n"
+    )
 
     synthetic = [
         ("clustered, cos 0.7", 2_000 if quick else 10_000, 1536, 0.7),
@@ -223,8 +242,10 @@ def main() -> None:
         results.append(scenario(name, corpus, queries, True))
         print(f"  done: {name}", flush=True)
 
-    print("\n| data | n | d | kNN ms | ours ms | ours / kNN | sklearn ms | sklearn / ours "
-          "| max objective gap | same top 10 | peak extra memory / corpus | precompute s |")
+    print(
+        "\n| data | n | d | kNN ms | ours ms | ours / kNN | sklearn ms | sklearn / ours "
+        "| max objective gap | same top 10 | peak extra memory / corpus | precompute s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(

@@ -40,29 +40,47 @@ def read_corpus(path: str | os.PathLike[str]) -> list[Record]:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"corpus file {file} does not exist")
-    jsonl = file.suffix.lower() in {".jsonl", ".ndjson"}
-    records: list[Record] = []
-    with file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            if jsonl:
-                records.append(_from_json(line, number, file))
-            else:
-                records.append(Record(id=str(number), text=line.strip()))
-    if not records:
-        raise ValueError(f"corpus file {file} holds no documents")
+    if file.suffix.lower() in {".jsonl", ".ndjson"}:
+        records = [_from_json(row, number, file) for number, row in read_jsonl(file, "documents")]
+    else:
+        with file.open(encoding="utf-8") as lines:
+            records = [
+                Record(id=str(number), text=line.strip())
+                for number, line in enumerate(lines, start=1)
+                if line.strip()
+            ]
+        if not records:
+            raise ValueError(f"corpus file {file} holds no documents")
     check_ids([record.id for record in records], name=f"the ids of {file}")
     return records
 
 
-def _from_json(line: str, number: int, file: Path) -> Record:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{file} line {number} is not valid JSON: {exc}") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"{file} line {number} must be a JSON object with a 'text' field")
+def read_jsonl(path: Path, what: str = "records") -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects of a JSONL file with their line numbers; blank lines are skipped.
+
+    Raises ``ValueError`` naming the file and line for anything that is not a JSON object, and
+    for a file that holds none (``what`` names what was expected).
+    """
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} line {number} is not valid JSON: {exc}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} line {number} must be a JSON object")
+            rows.append((number, row))
+    if not rows:
+        raise ValueError(f"{path} holds no {what}")
+    return rows
+
+
+def _from_json(row: dict[str, Any], number: int, file: Path) -> Record:
     text_key = next((key for key in TEXT_KEYS if isinstance(row.get(key), str)), None)
     if text_key is None:
         raise ValueError(

@@ -46,7 +46,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from exemplar_svm.corpus import ID_KEYS
+from exemplar_svm.corpus import ID_KEYS, read_jsonl
 from exemplar_svm.embedders import Embedder, _progress_on
 from exemplar_svm.index import ExemplarIndex
 
@@ -245,9 +245,9 @@ def load_beir(
         (:func:`evaluate` skips and counts them).
     """
     base = Path(folder)
-    records = _read_jsonl(base / "corpus.jsonl")
+    records = read_jsonl(base / "corpus.jsonl")
     ids = [_record_id(record, base / "corpus.jsonl", line) for line, record in records]
-    query_records = _read_jsonl(base / "queries.jsonl")
+    query_records = read_jsonl(base / "queries.jsonl")
     query_ids = [_record_id(record, base / "queries.jsonl", line) for line, record in query_records]
     query_texts = [str(record.get("text", "")) for _, record in query_records]
     judgements = _read_qrels(base / qrels)
@@ -305,7 +305,7 @@ def load_labelled(
     Dataset
     """
     base = Path(folder)
-    records = _read_jsonl(base / "corpus.jsonl")
+    records = read_jsonl(base / "corpus.jsonl")
     ids = [_record_id(record, base / "corpus.jsonl", line) for line, record in records]
     labels = []
     for line, record in records:
@@ -345,26 +345,6 @@ def load_labelled(
         queries=queries,
         labels=labels,
     )
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} line {number} is not valid JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path} line {number} must be a JSON object")
-            rows.append((number, row))
-    if not rows:
-        raise ValueError(f"{path} holds no records")
-    return rows
 
 
 def _record_id(record: dict[str, Any], path: Path, line: int) -> str:

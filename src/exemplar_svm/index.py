@@ -292,20 +292,21 @@ class ExemplarIndex:
         k: int = 10,
         *,
         mode: Mode = DEFAULT_MODE,
-        C: float = DEFAULT_C,
-        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        **options: Any,
     ) -> list[list[Hit]]:
         """Search for many queries at once: one list of hits per query, in order.
 
         Each entry of ``queries`` is what :meth:`search` takes as ``query`` (one vector, or
-        several for a shared concept). All of them see the same corpus, even while another
-        thread adds documents. ``"knn"`` scores the whole batch in one matrix product; the SVM
-        modes train one model per query.
+        several for a shared concept); ``options`` are :meth:`search`'s keyword arguments, the
+        same for every query. All of them see the same corpus, even while another thread adds
+        documents. ``"knn"`` without examples scores the whole batch in one matrix product; the
+        SVM modes train one model per query.
         """
         snapshot = ExemplarIndex.__new__(ExemplarIndex)
         snapshot._corpus = self._corpus
         items = list(queries)
-        if mode == "knn" and items and all(np.ndim(item) == 1 for item in items):
+        plain = not options.get("positives") and not options.get("negatives")
+        if mode == "knn" and plain and items and all(np.ndim(item) == 1 for item in items):
             check_k(k)
             matrix = unit_rows(as_matrix(np.vstack(items), "queries", dim=self.dim), "queries")
             vectors = snapshot._corpus.vectors
@@ -325,10 +326,7 @@ class ExemplarIndex:
                     ]
                 )
             return out
-        return [
-            snapshot.search(item, k, mode=mode, C=C, negative_weight=negative_weight)
-            for item in items
-        ]
+        return [snapshot.search(item, k, mode=mode, **options) for item in items]
 
     # -- persistence -------------------------------------------------------------------------
 
