@@ -484,3 +484,47 @@ def test_bad_quality_options(kwargs: dict, message: str) -> None:
     index = ExemplarIndex(np.eye(4) + 0.1)
     with pytest.raises(ValueError, match=message):
         index.search(np.ones(4), **kwargs)
+
+
+def test_hard_negatives_reweight_the_nearest_documents_after_feedback() -> None:
+    from exemplar_svm._solver import solve
+
+    data = clustered(300, 16, seed=18)
+    index = ExemplarIndex(data[1:])
+    query = data[0] / np.linalg.norm(data[0])
+    hits = index.search(
+        query, k=299, mode="svm", C=0.1, feedback=2, hard_negatives=6, hard_negative_weight=3.0
+    )
+    ranked = np.argsort(-(index.vectors @ query), kind="stable")
+    weights = np.ones(299)
+    weights[ranked[:2]] = 0.0  # feedback documents: positives
+    weights[ranked[2:8]] = 3.0  # the next six: hard negatives
+    positives = np.vstack([query, index.vectors[ranked[:2]]]).astype(np.float64)
+    _, _, scores, _ = solve(
+        positives,
+        index.vectors,
+        weights,
+        np.empty((0, 16)),
+        np.empty(0),
+        0.1,
+        positive_weights=np.r_[1.0, 0.5, 0.5],
+    )
+    assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")]
+    unlabeled = index.search(query, k=299, mode="svm", C=0.1, feedback=0, hard_negatives=6)
+    assert len(unlabeled) == 299  # left out of the negatives, not out of the results
+
+
+def test_prior_direction_contrast_uses_the_corpus_mean() -> None:
+    data = clustered(300, 16, seed=19)
+    index = ExemplarIndex(data[1:])
+    options = {"k": 20, "mode": "svm", "C": 1e-7, "feedback": 0, "prior": 1.0}
+    contrast = index.search(data[0], prior_direction="contrast", **options)
+    vectors = index.vectors.astype(np.float64)
+    query = data[0] / np.linalg.norm(data[0])
+    direction = query - vectors.mean(axis=0)
+    expected = [str(row) for row in np.argsort(-(vectors @ direction), kind="stable")[:20]]
+    assert order(contrast) == expected  # C -> 0: ranks along the prior's direction
+    with pytest.raises(ValueError, match="unknown prior_direction 'sideways'"):
+        index.search(data[0], prior_direction="sideways")
+    with pytest.raises(ValueError, match="hard_negative_weight must be a finite number >= 0"):
+        index.search(data[0], hard_negatives=3, hard_negative_weight=-1)

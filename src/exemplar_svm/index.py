@@ -28,6 +28,7 @@ from exemplar_svm._files import read_versioned_json, write_atomic
 from exemplar_svm._solver import CorpusStats, solve
 
 Mode = Literal["svm", "knn", "hybrid"]
+PriorDirection = Literal["query", "contrast"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 #: Examples for :meth:`ExemplarIndex.search`: corpus ids, vectors, or a mix of both.
@@ -170,6 +171,9 @@ class ExemplarIndex:
         feedback_weight: float = DEFAULT_FEEDBACK_WEIGHT,
         hybrid_weight: float = DEFAULT_HYBRID_WEIGHT,
         rocchio: float = DEFAULT_ROCCHIO,
+        prior_direction: PriorDirection = "query",
+        hard_negatives: int = 0,
+        hard_negative_weight: float = 0.0,
     ) -> list[Hit]:
         """Rank the corpus for ``query`` and return the best ``k`` documents, best first.
 
@@ -204,6 +208,15 @@ class ExemplarIndex:
             Weight of each feedback document as a positive, relative to the query's 1.
         hybrid_weight : float
             Weight of the SVM's z-score in ``"hybrid"`` (the kNN z-score gets the rest).
+        prior_direction : {"query", "contrast"}
+            Where ``prior`` points: the kNN direction (the positives' centre), or the contrast
+            between the positives' centre and the corpus mean.
+        hard_negatives : int
+            How many of the nearest documents after the feedback ones (by kNN) get
+            ``hard_negative_weight`` as negatives instead of 1.
+        hard_negative_weight : float
+            Their weight: 0 leaves them out of the negatives (likely relevant, so unlabeled),
+            above 1 makes them count more (hard negatives).
         rocchio : float
             For the kNN ranking (``"knn"``, and the kNN half of ``"hybrid"``): subtract this many
             times the centroid of the named negatives from the centroid of the positives
@@ -223,6 +236,12 @@ class ExemplarIndex:
         feedback_weight = check_positive(feedback_weight, "feedback_weight")
         hybrid_weight = check_fraction(hybrid_weight, "hybrid_weight")
         rocchio = check_nonnegative(rocchio, "rocchio")
+        if prior_direction not in ("query", "contrast"):
+            raise ValueError(
+                f"unknown prior_direction {prior_direction!r}; choose 'query' or 'contrast'"
+            )
+        hard_negatives = check_count(hard_negatives, "hard_negatives")
+        hard_negative_weight = check_nonnegative(hard_negative_weight, "hard_negative_weight")
         corpus = self._corpus  # one snapshot: a concurrent add() cannot change it under us
         queries = unit_rows(as_matrix(query, "query", dim=self.dim), "query")
         pos_rows, pos_vectors = corpus.examples(positives, "positives")
@@ -249,7 +268,7 @@ class ExemplarIndex:
         if mode == "knn":
             scores: NDArray[Any] = vectors @ knn_direction.astype(np.float32)
         else:
-            if mode == "hybrid" or feedback:
+            if mode == "hybrid" or feedback or hard_negatives:
                 knn_scores = vectors @ knn_direction.astype(np.float32)
             # Every corpus row that is not a positive is a negative; named ones weigh more.
             weights = np.ones(len(vectors))
@@ -263,6 +282,19 @@ class ExemplarIndex:
                 positive_set = np.vstack([positive_set, vectors[rows]])
                 positive_weights = np.r_[positive_weights, np.full(len(rows), feedback_weight)]
                 weights[rows] = 0.0
+            # The nearest documents after the feedback ones, keeping at least one negative.
+            unweighted = candidates & (weights > 0)
+            hard_negatives = min(hard_negatives, int(unweighted.sum()) - 1)
+            if hard_negatives > 0 and knn_scores is not None:
+                rows = _top_k(knn_scores.astype(np.float64), unweighted, hard_negatives)
+                weights[rows] = hard_negative_weight
+            center = None
+            if prior:
+                direction = centroid
+                if prior_direction == "contrast":
+                    mean = corpus.stats.total / corpus.stats.count
+                    direction = _direction((centroid - mean)[np.newaxis])
+                center = prior * direction
             _, _, scores, _ = solve(
                 positive_set,
                 vectors,
@@ -272,7 +304,7 @@ class ExemplarIndex:
                 C,
                 stats=corpus.stats,
                 positive_weights=positive_weights,
-                center=prior * centroid if prior else None,
+                center=center,
             )
             if mode == "hybrid" and knn_scores is not None:
                 scores = hybrid_weight * _zscore(scores, candidates) + (
