@@ -662,3 +662,42 @@ def test_missing_langchain_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     assert "pip install 'exemplar-svm[langchain]'" in out
+
+
+# -- the core's other ranking options ------------------------------------------------------------
+
+
+def test_search_kwargs_and_per_call_options_reach_the_core(
+    retriever: ExemplarSVMRetriever, embeddings: LocalEmbeddings
+) -> None:
+    options = {"feedback": 0, "hybrid_weight": 0.8, "prior": 2.0}
+    tuned = ExemplarSVMRetriever(
+        embedding=embeddings,
+        index=retriever.index,
+        documents=retriever.documents,
+        k=5,
+        search_kwargs=options,
+    )
+    query = embeddings.embed_query("planets and moons")
+    expected = [hit.id for hit in retriever.index.search(query, k=5, **options)]
+    assert ids_of(tuned.invoke("planets and moons")) == expected
+    # A per-call option overrides the retriever's, for that call only.
+    knn = [hit.id for hit in retriever.index.search(query, k=5, mode="knn")]
+    assert ids_of(tuned.invoke("planets and moons", mode="knn")) == knn
+    assert ids_of(tuned.invoke("planets and moons")) == expected
+    with pytest.raises(TypeError, match="'top_k'"):
+        tuned.invoke("planets", top_k=3)
+
+
+def test_bad_search_kwargs_are_refused_when_built(
+    retriever: ExemplarSVMRetriever, embeddings: LocalEmbeddings
+) -> None:
+    from pydantic import ValidationError
+
+    base = {"embedding": embeddings, "index": retriever.index, "documents": retriever.documents}
+    with pytest.raises(ValidationError, match="unknown search option"):
+        ExemplarSVMRetriever(**base, search_kwargs={"feedbak": 3})
+    with pytest.raises(ValidationError, match="hybrid_weight must be between 0 and 1"):
+        ExemplarSVMRetriever(**base, search_kwargs={"hybrid_weight": 2})
+    with pytest.raises(ValidationError, match="as the retriever's own field"):
+        ExemplarSVMRetriever(**base, search_kwargs={"mode": "knn"})

@@ -862,3 +862,29 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch, unset_settings_em
     code = python_block("## LlamaIndex")
     exec(compile(code, "README.md (LlamaIndex)", "exec"), {"__name__": "__readme__"})
     assert (tmp_path / "svm_retriever" / PERSIST_FILENAME).is_file()
+
+
+# -- the core's other ranking options ------------------------------------------------------------
+
+
+def test_search_kwargs_reach_the_core_and_are_persisted(corpus, embed_model, tmp_path) -> None:
+    nodes, _ = corpus
+    options = {"feedback": 0, "hybrid_weight": 0.8, "prior": 2.0}
+    retriever = ExemplarSVMRetriever(
+        core_index(corpus), nodes, embed_model, similarity_top_k=5, search_kwargs=options
+    )
+    query = embed_model.get_query_embedding("planets and moons")
+    expected = [hit.id for hit in core_index(corpus).search(query, k=5, **options)]
+    assert [hit.node.node_id for hit in retriever.retrieve("planets and moons")] == expected
+    retriever.persist(tmp_path)
+    loaded = ExemplarSVMRetriever.from_persist_dir(tmp_path, embed_model)
+    assert loaded.search_kwargs == options
+    assert [hit.node.node_id for hit in loaded.retrieve("planets and moons")] == expected
+
+
+def test_bad_search_kwargs_are_refused(corpus, embed_model) -> None:
+    nodes, _ = corpus
+    with pytest.raises(ValueError, match="unknown search option"):
+        ExemplarSVMRetriever(core_index(corpus), nodes, embed_model, search_kwargs={"feedbak": 1})
+    with pytest.raises(ValueError, match="as the retriever's own parameter"):
+        ExemplarSVMRetriever(core_index(corpus), nodes, embed_model, search_kwargs={"C": 1.0})

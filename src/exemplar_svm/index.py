@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args
@@ -46,6 +46,58 @@ DEFAULT_FEEDBACK = 5
 DEFAULT_FEEDBACK_WEIGHT = 0.5
 DEFAULT_HYBRID_WEIGHT = 0.3
 DEFAULT_ROCCHIO = 1.0
+
+#: The ranking options of :meth:`ExemplarIndex.search` (everything but the query, ``k`` and the
+#: examples), as the framework adapters pass them through.
+SEARCH_OPTIONS: tuple[str, ...] = (
+    "mode",
+    "C",
+    "negative_weight",
+    "prior",
+    "prior_direction",
+    "feedback",
+    "feedback_weight",
+    "hard_negatives",
+    "hard_negative_weight",
+    "hybrid_weight",
+    "rocchio",
+)
+
+_OPTION_CHECKS: dict[str, Any] = {
+    "C": check_positive,
+    "negative_weight": check_positive,
+    "prior": check_nonnegative,
+    "feedback": check_count,
+    "feedback_weight": check_positive,
+    "hard_negatives": check_count,
+    "hard_negative_weight": check_nonnegative,
+    "hybrid_weight": check_fraction,
+    "rocchio": check_nonnegative,
+}
+
+
+def check_search_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ranking options of :meth:`ExemplarIndex.search`; return them normalised.
+
+    Raises ``ValueError`` for an unknown name or a bad value, naming it.
+    """
+    unknown = sorted(set(options) - set(SEARCH_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown search option(s) {', '.join(map(repr, unknown))}; "
+            f"the options are {', '.join(SEARCH_OPTIONS)}"
+        )
+    checked = dict(options)
+    if "mode" in checked and checked["mode"] not in MODES:
+        raise ValueError(f"unknown mode {checked['mode']!r}; choose one of {', '.join(MODES)}")
+    direction = checked.get("prior_direction", "query")
+    if direction not in get_args(PriorDirection):
+        raise ValueError(f"unknown prior_direction {direction!r}; choose 'query' or 'contrast'")
+    for name, check in _OPTION_CHECKS.items():
+        if name in checked:
+            checked[name] = check(checked[name], name)
+    return checked
+
 
 FORMAT = "exemplar-svm-index"
 FORMAT_VERSION = 1
@@ -227,21 +279,26 @@ class ExemplarIndex:
         list of Hit
         """
         k = check_k(k)
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        C = check_positive(C, "C")
-        negative_weight = check_positive(negative_weight, "negative_weight")
-        prior = check_nonnegative(prior, "prior")
-        feedback = check_count(feedback, "feedback")
-        feedback_weight = check_positive(feedback_weight, "feedback_weight")
-        hybrid_weight = check_fraction(hybrid_weight, "hybrid_weight")
-        rocchio = check_nonnegative(rocchio, "rocchio")
-        if prior_direction not in ("query", "contrast"):
-            raise ValueError(
-                f"unknown prior_direction {prior_direction!r}; choose 'query' or 'contrast'"
-            )
-        hard_negatives = check_count(hard_negatives, "hard_negatives")
-        hard_negative_weight = check_nonnegative(hard_negative_weight, "hard_negative_weight")
+        checked = check_search_options(
+            {
+                "mode": mode,
+                "C": C,
+                "negative_weight": negative_weight,
+                "prior": prior,
+                "prior_direction": prior_direction,
+                "feedback": feedback,
+                "feedback_weight": feedback_weight,
+                "hard_negatives": hard_negatives,
+                "hard_negative_weight": hard_negative_weight,
+                "hybrid_weight": hybrid_weight,
+                "rocchio": rocchio,
+            }
+        )
+        C, negative_weight, prior = checked["C"], checked["negative_weight"], checked["prior"]
+        feedback, feedback_weight = checked["feedback"], checked["feedback_weight"]
+        hard_negatives = checked["hard_negatives"]
+        hard_negative_weight = checked["hard_negative_weight"]
+        hybrid_weight, rocchio = checked["hybrid_weight"], checked["rocchio"]
         corpus = self._corpus  # one snapshot: a concurrent add() cannot change it under us
         queries = unit_rows(as_matrix(query, "query", dim=self.dim), "query")
         pos_rows, pos_vectors = corpus.examples(positives, "positives")

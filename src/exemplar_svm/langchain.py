@@ -28,7 +28,7 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from numpy.typing import ArrayLike, NDArray
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
 from exemplar_svm._checks import as_matrix
@@ -37,9 +37,11 @@ from exemplar_svm.index import (
     DEFAULT_C,
     DEFAULT_MODE,
     DEFAULT_NEGATIVE_WEIGHT,
+    SEARCH_OPTIONS,
     ExemplarIndex,
     Hit,
     Mode,
+    check_search_options,
 )
 
 __all__ = ["ExemplarSVMRetriever"]
@@ -73,7 +75,9 @@ class ExemplarSVMRetriever(BaseRetriever):
       together), as the examples stand for documents. A ``Document`` whose ``id`` is in the
       retriever means that document, otherwise its ``page_content`` is embedded. Corpus
       documents named here are left out of the results;
-    - ``mode``, ``C``, ``negative_weight``: override the fields of the same name.
+    - ``mode``, ``C``, ``negative_weight`` and any of the core's other ranking options
+      (``prior``, ``feedback``, ``hybrid_weight``, ...; see ``search_kwargs``): override the
+      retriever's settings for this call.
 
     ``ainvoke`` is natively async: the query (and any example texts) are embedded with
     ``aembed_query`` (``aembed_documents``) and the search runs in a worker thread, so the event
@@ -158,8 +162,25 @@ class ExemplarSVMRetriever(BaseRetriever):
     negative_weight: float = Field(default=DEFAULT_NEGATIVE_WEIGHT, gt=0)
     """How many anonymous corpus documents one named negative counts for in the SVM's loss."""
 
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """The core's other ranking options, as :meth:`exemplar_svm.ExemplarIndex.search` takes
+    them: ``prior``, ``prior_direction``, ``feedback``, ``feedback_weight``,
+    ``hard_negatives``, ``hard_negative_weight``, ``hybrid_weight``, ``rocchio``. Unknown names
+    and bad values are refused when the retriever is built."""
+
     _embedder: Embedder | None = PrivateAttr(default=None)
     _embedder_of: Any = PrivateAttr(default=None)
+
+    @field_validator("search_kwargs")
+    @classmethod
+    def _check_search_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        fields = {"mode", "C", "negative_weight"} & set(value)
+        if fields:
+            raise ValueError(
+                f"set {', '.join(sorted(fields))} as the retriever's own field(s), not in "
+                "search_kwargs"
+            )
+        return check_search_options(value)
 
     @model_validator(mode="after")
     def _check_corpus(self) -> Self:
@@ -345,9 +366,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         k: int | None = None,
         positives: Examples = None,
         negatives: Examples = None,
-        mode: Mode | None = None,
-        C: float | None = None,
-        negative_weight: float | None = None,
+        **options: Any,
     ) -> list[Document]:
         embedder = self._get_embedder()
         query_vector = embedder.embed_query(query)
@@ -356,7 +375,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         text_vectors = embedder.embed_documents(texts) if texts else None
         hits = self.index.search(
             query_vector,
-            **self._options(pos, neg, text_vectors, k, mode, C, negative_weight),
+            **self._options(pos, neg, text_vectors, k, options),
         )
         return self._to_documents(hits)
 
@@ -368,17 +387,15 @@ class ExemplarSVMRetriever(BaseRetriever):
         k: int | None = None,
         positives: Examples = None,
         negatives: Examples = None,
-        mode: Mode | None = None,
-        C: float | None = None,
-        negative_weight: float | None = None,
+        **options: Any,
     ) -> list[Document]:
         embedder = self._get_embedder()
         query_vector = await embedder.aembed_query(query)
         pos, neg = self._split(positives), self._split(negatives)
         texts = pos[1] + neg[1]
         text_vectors = await embedder.aembed_documents(texts) if texts else None
-        options = self._options(pos, neg, text_vectors, k, mode, C, negative_weight)
-        hits = await asyncio.to_thread(self.index.search, query_vector, **options)
+        arguments = self._options(pos, neg, text_vectors, k, options)
+        hits = await asyncio.to_thread(self.index.search, query_vector, **arguments)
         return self._to_documents(hits)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -421,19 +438,24 @@ class ExemplarSVMRetriever(BaseRetriever):
         neg: tuple[list[Any], list[str]],
         text_vectors: NDArray[np.float32] | None,
         k: int | None,
-        mode: Mode | None,
-        C: float | None,
-        negative_weight: float | None,
+        overrides: dict[str, Any],
     ) -> dict[str, Any]:
         """Keyword arguments of :meth:`ExemplarIndex.search` for one call."""
+        unknown = sorted(set(overrides) - set(SEARCH_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"unexpected argument(s) {', '.join(map(repr, unknown))} for invoke; expected "
+                f"k, positives, negatives or a search option: {', '.join(SEARCH_OPTIONS)}"
+            )
         split = len(pos[1])
         pos_vectors = None if text_vectors is None else text_vectors[:split]
         neg_vectors = None if text_vectors is None else text_vectors[split:]
+        options = {"mode": self.mode, "C": self.C, "negative_weight": self.negative_weight}
+        options |= self.search_kwargs
+        options |= {name: value for name, value in overrides.items() if value is not None}
         return {
             "k": self.k if k is None else k,
-            "mode": self.mode if mode is None else mode,
-            "C": self.C if C is None else C,
-            "negative_weight": self.negative_weight if negative_weight is None else negative_weight,
+            **options,
             "positives": self._examples(pos[0], pos_vectors, "positives"),
             "negatives": self._examples(neg[0], neg_vectors, "negatives"),
         }

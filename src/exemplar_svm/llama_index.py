@@ -18,7 +18,7 @@ require("llama_index.core", extra="llama-index")
 import asyncio
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -59,6 +59,7 @@ from exemplar_svm.index import (
     ExemplarIndex,
     Hit,
     Mode,
+    check_search_options,
 )
 
 __all__ = [
@@ -140,6 +141,11 @@ class ExemplarSVMRetriever(BaseRetriever):
         How many nodes to return.
     mode : {"svm", "knn", "hybrid"}
     C, negative_weight : float
+        As for :meth:`exemplar_svm.ExemplarIndex.search`.
+    search_kwargs : mapping, optional
+        The core's other ranking options (``prior``, ``prior_direction``, ``feedback``,
+        ``feedback_weight``, ``hard_negatives``, ``hard_negative_weight``, ``hybrid_weight``,
+        ``rocchio``), checked when the retriever is built and saved by :meth:`persist`.
         See :meth:`ExemplarIndex.search`.
     positives, negatives : node ids, nodes, NodeWithScore, vectors, or a list of them
         Examples used for every query (extra positives and counter-examples). Nodes named here
@@ -166,6 +172,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         mode: Mode = DEFAULT_MODE,
         C: float = DEFAULT_C,
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        search_kwargs: Mapping[str, Any] | None = None,
         positives: Examples = None,
         negatives: Examples = None,
         filters: MetadataFilters | None = None,
@@ -189,6 +196,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         self.mode: Mode = mode
         self.C = check_positive(C, "C")
         self.negative_weight = check_positive(negative_weight, "negative_weight")
+        self.search_kwargs = _checked_search_kwargs(search_kwargs)
         self.positives: Examples = positives
         self.negatives: Examples = negatives
         self.filters = filters
@@ -214,6 +222,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         mode: Mode = DEFAULT_MODE,
         C: float = DEFAULT_C,
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        search_kwargs: Mapping[str, Any] | None = None,
         positives: Examples = None,
         negatives: Examples = None,
         filters: MetadataFilters | None = None,
@@ -261,6 +270,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             mode=mode,
             C=C,
             negative_weight=negative_weight,
+            search_kwargs=search_kwargs,
             positives=positives,
             negatives=negatives,
             filters=filters,
@@ -388,6 +398,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             negatives=self._for_index(request.negatives, index),
             C=self.C,
             negative_weight=self.negative_weight,
+            **self.search_kwargs,
         )
         return [self._result(hit) for hit in hits]
 
@@ -447,6 +458,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             "mode": self.mode,
             "C": self.C,
             "negative_weight": self.negative_weight,
+            "search_kwargs": self.search_kwargs,
             "positives": _items_to_json(self._items(self.positives, "positives")),
             "negatives": _items_to_json(self._items(self.negatives, "negatives")),
             "filters": None if self.filters is None else self.filters.model_dump(mode="json"),
@@ -477,7 +489,7 @@ class ExemplarSVMRetriever(BaseRetriever):
 
         ``embed_model`` must be the model that embedded the nodes (``None``: as in the
         constructor). ``overrides`` replace saved parameters (``similarity_top_k``, ``mode``,
-        ``C``, ``negative_weight``, ``positives``, ``negatives``, ``filters``).
+        ``C``, ``negative_weight``, ``search_kwargs``, ``positives``, ``negatives``, ``filters``).
         """
         folder = Path(path)
         state = read_versioned_json(
@@ -494,6 +506,7 @@ class ExemplarSVMRetriever(BaseRetriever):
                 "mode": state["mode"],
                 "C": state["C"],
                 "negative_weight": state["negative_weight"],
+                "search_kwargs": state.get("search_kwargs", {}),
                 "positives": _items_from_json(state["positives"]),
                 "negatives": _items_from_json(state["negatives"]),
                 "filters": None
@@ -532,6 +545,17 @@ class ExemplarSVMRetriever(BaseRetriever):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _checked_search_kwargs(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    options = dict(options or {})
+    fields = {"mode", "C", "negative_weight"} & set(options)
+    if fields:
+        raise ValueError(
+            f"pass {', '.join(sorted(fields))} as the retriever's own parameter(s), not in "
+            "search_kwargs"
+        )
+    return check_search_options(options)
 
 
 def _default_embed_model(embed_model: EmbedModel) -> Any:
