@@ -699,5 +699,5 @@ def test_bad_search_kwargs_are_refused_when_built(
         ExemplarSVMRetriever(**base, search_kwargs={"feedbak": 3})
     with pytest.raises(ValidationError, match="hybrid_weight must be between 0 and 1"):
         ExemplarSVMRetriever(**base, search_kwargs={"hybrid_weight": 2})
-    with pytest.raises(ValidationError, match="as the retriever's own field"):
+    with pytest.raises(ValidationError, match="with the retriever's own argument"):
         ExemplarSVMRetriever(**base, search_kwargs={"mode": "knn"})

@@ -886,5 +886,5 @@ def test_bad_search_kwargs_are_refused(corpus, embed_model) -> None:
     nodes, _ = corpus
     with pytest.raises(ValueError, match="unknown search option"):
         ExemplarSVMRetriever(core_index(corpus), nodes, embed_model, search_kwargs={"feedbak": 1})
-    with pytest.raises(ValueError, match="as the retriever's own parameter"):
+    with pytest.raises(ValueError, match="with the retriever's own argument"):
         ExemplarSVMRetriever(core_index(corpus), nodes, embed_model, search_kwargs={"C": 1.0})

@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args
@@ -76,11 +76,19 @@ _OPTION_CHECKS: dict[str, Any] = {
 }
 
 
-def check_search_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def check_search_options(
+    options: Mapping[str, Any], *, own: Collection[str] = ()
+) -> dict[str, Any]:
     """Validate ranking options of :meth:`ExemplarIndex.search`; return them normalised.
 
-    Raises ``ValueError`` for an unknown name or a bad value, naming it.
+    Raises ``ValueError`` for an unknown name or a bad value, naming it. ``own`` are options a
+    caller (a framework adapter) takes as arguments of its own, so they are refused here.
     """
+    taken = sorted(set(own) & set(options))
+    if taken:
+        raise ValueError(
+            f"set {', '.join(taken)} with the retriever's own argument(s), not in search_kwargs"
+        )
     unknown = sorted(set(options) - set(SEARCH_OPTIONS))
     if unknown:
         raise ValueError(

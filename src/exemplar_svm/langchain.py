@@ -174,13 +174,7 @@ class ExemplarSVMRetriever(BaseRetriever):
     @field_validator("search_kwargs")
     @classmethod
     def _check_search_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        fields = {"mode", "C", "negative_weight"} & set(value)
-        if fields:
-            raise ValueError(
-                f"set {', '.join(sorted(fields))} as the retriever's own field(s), not in "
-                "search_kwargs"
-            )
-        return check_search_options(value)
+        return check_search_options(value, own=("mode", "C", "negative_weight"))
 
     @model_validator(mode="after")
     def _check_corpus(self) -> Self:

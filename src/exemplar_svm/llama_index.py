@@ -196,7 +196,9 @@ class ExemplarSVMRetriever(BaseRetriever):
         self.mode: Mode = mode
         self.C = check_positive(C, "C")
         self.negative_weight = check_positive(negative_weight, "negative_weight")
-        self.search_kwargs = _checked_search_kwargs(search_kwargs)
+        self.search_kwargs = check_search_options(
+            search_kwargs or {}, own=("mode", "C", "negative_weight")
+        )
         self.positives: Examples = positives
         self.negatives: Examples = negatives
         self.filters = filters
@@ -545,17 +547,6 @@ class ExemplarSVMRetriever(BaseRetriever):
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _checked_search_kwargs(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    options = dict(options or {})
-    fields = {"mode", "C", "negative_weight"} & set(options)
-    if fields:
-        raise ValueError(
-            f"pass {', '.join(sorted(fields))} as the retriever's own parameter(s), not in "
-            "search_kwargs"
-        )
-    return check_search_options(options)
 
 
 def _default_embed_model(embed_model: EmbedModel) -> Any:
