@@ -213,3 +213,12 @@ def test_prior_center_is_the_optimum_of_the_centred_objective() -> None:
     zero = LinearModel(center, 0.0)
     start = gradient(zero, corpus[:1], corpus[1:], 0.1) - np.r_[center, 0.0]
     assert np.linalg.norm(grad) <= 1e-4 * np.linalg.norm(start)
+
+
+def test_seed_fit_on_the_top_rows_still_reaches_the_optimum(monkeypatch) -> None:
+    import exemplar_svm._solver as solver
+
+    monkeypatch.setattr(solver, "_SEED_FIT_ROWS", 64)  # far fewer than the support vectors
+    corpus = clustered(3000, 32, seed=20)
+    assert_same_solution(corpus[:1], corpus[1:], 0.1)
+    assert_same_solution(corpus[:2], corpus[2:], 0.01)

@@ -43,6 +43,8 @@ _MAX_ROUNDS = 30
 _VIOLATION_SLACK = 1e-4
 # Gather rows only while they stay within this fraction of the corpus (the memory budget).
 _GATHER_FRACTION = 0.18
+# Rows the fit along the seed direction looks at (the top of the seed ranking).
+_SEED_FIT_ROWS = 8192
 
 
 @dataclass
@@ -141,17 +143,27 @@ def solve(
     seed = positive_weights @ positives / positive_total - negative_mean
     if stats is not None:
         seed = stats.whiten(corpus, seed)
-    # One pass scores the corpus along the seed and the center together.
-    both = (corpus @ np.stack([seed, center], axis=1).astype(F32)).astype(F64)
-    seed_scores, offsets = both[:, 0], both[:, 1]
+    # One pass scores the corpus along the seed (and the center, when there is one).
+    has_center = bool(center.any())
+    if has_center:
+        both = (corpus @ np.stack([seed, center], axis=1).astype(F32)).astype(F64)
+        seed_scores, offsets = both[:, 0], both[:, 1]
+    else:
+        seed_scores, offsets = (corpus @ seed.astype(F32)).astype(F64), np.zeros(n)
     info.passes += 1
+    # The fit along the seed only seeds the working set. Without a center, the rows that can
+    # be active lie at the top of the seed ranking, so it looks at those only.
+    fit_rows = np.flatnonzero(~excluded)
+    if not has_center and len(fit_rows) > _SEED_FIT_ROWS:
+        top = np.argpartition(-seed_scores[fit_rows], _SEED_FIT_ROWS - 1)[:_SEED_FIT_ROWS]
+        fit_rows = fit_rows[top]
     scale, bias = _fit_along(
         float(seed @ seed),
-        np.concatenate([positives @ seed, seed_scores[~excluded], extra @ seed]),
-        np.concatenate([positives @ center, offsets[~excluded], extra @ center]),
-        np.concatenate([np.ones(p), -np.ones(n - int(excluded.sum()) + len(extra))]),
+        np.concatenate([positives @ seed, seed_scores[fit_rows], extra @ seed]),
+        np.concatenate([positives @ center, offsets[fit_rows], extra @ center]),
+        np.concatenate([np.ones(p), -np.ones(len(fit_rows) + len(extra))]),
         np.concatenate(
-            [positive_cost, unit_cost * corpus_weights[~excluded], unit_cost * extra_weights]
+            [positive_cost, unit_cost * corpus_weights[fit_rows], unit_cost * extra_weights]
         ),
     )
     # Twice the rows active along the seed direction: the support vectors are mostly among them.
