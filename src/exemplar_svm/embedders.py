@@ -100,7 +100,7 @@ class BaseEmbedder:
             raise TypeError("embed_documents takes a list of texts, not one string")
         items = [_check_text(text) for text in texts]
         starts = range(0, len(items), self.batch_size)
-        if _progress_on(self.show_progress, len(items)):
+        if progress_on(self.show_progress, len(items)):
             from tqdm.auto import tqdm
 
             with tqdm(total=len(items), desc="Embedding", unit="doc") as bar:
@@ -350,7 +350,8 @@ def as_embedder(embedding: Any = None) -> Embedder:
     )
 
 
-def _progress_on(show_progress: bool | None, count: int) -> bool:
+def progress_on(show_progress: bool | None, count: int) -> bool:
+    """Whether to show a progress bar: as asked, else for long runs on a terminal."""
     if show_progress is not None:
         return show_progress
     return count >= PROGRESS_THRESHOLD and sys.stderr.isatty()

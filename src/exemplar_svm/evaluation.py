@@ -47,7 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from exemplar_svm.corpus import ID_KEYS, read_jsonl
-from exemplar_svm.embedders import Embedder, _progress_on
+from exemplar_svm.embedders import Embedder, progress_on
 from exemplar_svm.index import ExemplarIndex
 
 Split = Literal["all", "tune", "test"]
@@ -864,7 +864,7 @@ def evaluate(
     latency = {name: np.empty(len(tasks)) for name in chosen}
     total = len(tasks) * len(chosen)
     bar = None
-    if _progress_on(show_progress, total):
+    if progress_on(show_progress, total):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=f"Evaluating {dataset.name}", unit="search")

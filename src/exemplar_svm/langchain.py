@@ -31,7 +31,6 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from exemplar_svm._checks import as_matrix
 from exemplar_svm.embedders import Embedder, as_embedder
 from exemplar_svm.index import (
     DEFAULT_C,
@@ -456,18 +455,12 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     def _examples(
         self, known: list[Any], text_vectors: NDArray[np.float32] | None, name: str
-    ) -> Any:
-        """Ids plus at most one matrix of vectors, as :meth:`ExemplarIndex.search` takes them."""
-        ids = [item for item in known if isinstance(item, str)]
-        matrices = [
-            as_matrix(item, name, dim=self.index.dim) for item in known if not isinstance(item, str)
-        ]
+    ) -> list[Any] | None:
+        """Ids, vectors and the embedded texts, as :meth:`ExemplarIndex.search` takes them."""
+        items = list(known)
         if text_vectors is not None and len(text_vectors):
-            matrices.append(as_matrix(text_vectors, name, dim=self.index.dim))
-        vectors = np.vstack(matrices) if matrices else None
-        if not ids:
-            return vectors
-        return ids if vectors is None else [*ids, vectors]
+            items.append(text_vectors)
+        return items or None
 
     def _to_documents(self, hits: list[Hit]) -> list[Document]:
         out = []
