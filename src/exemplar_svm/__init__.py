@@ -9,6 +9,7 @@ from exemplar_svm.embedders import (
     as_embedder,
 )
 from exemplar_svm.index import MODES, ExemplarIndex, Hit, Mode
+from exemplar_svm.store_index import StoreIndex
 from exemplar_svm.svm import LinearModel, fit
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "Mode",
     "OpenAIEmbedder",
     "SentenceTransformerEmbedder",
+    "StoreIndex",
     "__version__",
     "as_embedder",
     "fit",

@@ -26,6 +26,7 @@ from exemplar_svm._checks import (
 )
 from exemplar_svm._files import read_versioned_json, write_atomic
 from exemplar_svm._solver import CorpusStats, solve
+from exemplar_svm.stores import Metric
 
 Mode = Literal["svm", "knn", "hybrid"]
 PriorDirection = Literal["query", "contrast"]
@@ -214,6 +215,37 @@ class ExemplarIndex:
         )
         return new_ids
 
+    # -- the VectorStore protocol (exemplar_svm.stores), so a StoreIndex can run over it ------
+
+    metric: Metric = "cosine"
+
+    def count(self) -> int:
+        return len(self)
+
+    def nearest(self, vector: ArrayLike, k: int) -> tuple[list[str], NDArray[np.float32]]:
+        """The ``k`` documents most similar to ``vector``, best first, with their vectors."""
+        corpus = self._corpus
+        direction = as_matrix(vector, "vector", dim=self.dim, dtype=np.float32)[0]
+        everything = np.ones(len(corpus.ids), dtype=bool)
+        rows = _top_k((corpus.vectors @ direction).astype(np.float64), everything, check_k(k))
+        return [corpus.ids[row] for row in rows], corpus.vectors[rows]
+
+    def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
+        return self.nearest(vector, k)[0]
+
+    def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
+        """A uniform random sample of ``min(size, len(self))`` documents, the same per seed."""
+        corpus = self._corpus
+        n = len(corpus.ids)
+        size = min(check_count(size, "size"), n)
+        rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+        return [corpus.ids[row] for row in rows], corpus.vectors[rows]
+
+    def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        corpus = self._corpus
+        rows = [corpus.row(item) for item in ids]
+        return corpus.vectors[rows] if rows else np.empty((0, self.dim), dtype=np.float32)
+
     # -- search ------------------------------------------------------------------------------
 
     def search(
@@ -322,13 +354,15 @@ class ExemplarIndex:
         if not candidates.any():
             return []
 
-        query_direction = _direction(queries).astype(np.float32)
+        query_direction = direction_of(queries).astype(np.float32)
         positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
-        centroid = _direction(positive_set)
+        centroid = direction_of(positive_set)
         knn_direction = centroid
         negative_set = np.vstack([neg_vectors, vectors[neg_rows]])
         if rocchio and len(negative_set):
-            knn_direction = _direction((centroid - rocchio * negative_set.mean(axis=0))[np.newaxis])
+            knn_direction = direction_of(
+                (centroid - rocchio * negative_set.mean(axis=0))[np.newaxis]
+            )
         knn_scores: NDArray[Any] | None = None
         if mode == "knn":
             scores: NDArray[Any] = vectors @ knn_direction.astype(np.float32)
@@ -358,7 +392,7 @@ class ExemplarIndex:
                 direction = centroid
                 if prior_direction == "contrast":
                     mean = corpus.stats.total / corpus.stats.count
-                    direction = _direction((centroid - mean)[np.newaxis])
+                    direction = direction_of((centroid - mean)[np.newaxis])
                 center = prior * direction
             _, _, scores, _ = solve(
                 positive_set,
@@ -518,24 +552,29 @@ class _Corpus:
 
     def examples(self, examples: Examples, name: str) -> tuple[list[int], NDArray[Any]]:
         """Split examples into corpus rows (named by id) and extra normalised vectors."""
-        dim = self.vectors.shape[1]
-        empty = np.empty((0, dim))
-        if examples is None:
-            return [], empty
-        if isinstance(examples, str):
-            return [self.row(examples, name)], empty
-        if _is_numeric(examples):
-            return [], unit_rows(as_matrix(cast(ArrayLike, examples), name, dim=dim), name)
-        rows: list[int] = []
-        vectors: list[NDArray[Any]] = []
-        items: Iterable[Any] = examples  # type: ignore[assignment]
-        for item in items:
-            if isinstance(item, str):
-                rows.append(self.row(item, name))
-            else:
-                vectors.append(as_matrix(item, name, dim=dim))
-        stacked = unit_rows(np.vstack(vectors), name) if vectors else empty
-        return sorted(set(rows)), stacked
+        ids, vectors = split_examples(examples, name, self.vectors.shape[1])
+        return sorted({self.row(item, name) for item in ids}), vectors
+
+
+def split_examples(examples: Examples, name: str, dim: int) -> tuple[list[str], NDArray[Any]]:
+    """Split examples into ids (in order, each once) and normalised extra vectors."""
+    empty = np.empty((0, dim))
+    if examples is None:
+        return [], empty
+    if isinstance(examples, str):
+        return [examples], empty
+    if _is_numeric(examples):
+        return [], unit_rows(as_matrix(cast(ArrayLike, examples), name, dim=dim), name)
+    ids: dict[str, None] = {}
+    vectors: list[NDArray[Any]] = []
+    items: Iterable[Any] = examples  # type: ignore[assignment]
+    for item in items:
+        if isinstance(item, str):
+            ids[item] = None
+        else:
+            vectors.append(as_matrix(item, name, dim=dim))
+    stacked = unit_rows(np.vstack(vectors), name) if vectors else empty
+    return list(ids), stacked
 
 
 def _is_numeric(value: object) -> bool:
@@ -547,7 +586,7 @@ def _is_numeric(value: object) -> bool:
     return array.size > 0 and array.ndim <= 2 and array.dtype.kind in "fiub"
 
 
-def _direction(vectors: NDArray[Any]) -> NDArray[np.float64]:
+def direction_of(vectors: NDArray[Any]) -> NDArray[np.float64]:
     mean: NDArray[np.float64] = np.asarray(vectors, dtype=np.float64).mean(axis=0)
     norm = float(np.linalg.norm(mean))
     if norm == 0:
