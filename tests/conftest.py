@@ -65,3 +65,64 @@ def local_embedder():
     embedder = SentenceTransformerEmbedder(show_progress=False)
     embedder.model  # noqa: B018 - load now, so a failure points here
     return embedder
+
+
+# -- vector database engines, shared by the tests that need them ---------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_client(tmp_path_factory: pytest.TempPathFactory):
+    """A ``chroma run`` server (from this venv) on a free loopback port for the session, and an
+    HTTP client to it."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    chromadb = pytest.importorskip("chromadb")
+    executable = Path(sys.executable).parent / "chroma"
+    if not executable.is_file():
+        pytest.skip(f"no chroma executable next to {sys.executable}")
+    folder = tmp_path_factory.mktemp("chroma")
+    port = _free_port()
+    log = open(folder / "server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
+    command = [str(executable), "run", "--path", str(folder / "data"), "--host", "127.0.0.1"]
+    server = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(
+                        "chroma run did not start:\n"
+                        + (folder / "server.log").read_text(errors="replace")[-2000:]
+                    )
+                time.sleep(0.2)
+        yield chromadb.HttpClient(host="127.0.0.1", port=port)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Milvus Lite database file (the same client API as a Milvus cluster)."""
+    pytest.importorskip("milvus_lite")
+    return str(tmp_path_factory.mktemp("milvus") / "stores.db")

@@ -45,3 +45,38 @@ class TestExemplarSVMRetrieverStandard(RetrieversIntegrationTests):
     @property
     def retriever_query_example(self) -> str:
         return "Which animals make good pets?"
+
+
+class TestExemplarSVMRetrieverOverAVectorStoreStandard(RetrieversIntegrationTests):
+    """The store-backed retriever (a StoreIndex over LangChain's InMemoryVectorStore), built by
+    its own constructor from the parts :meth:`ExemplarSVMRetriever.from_vectorstore` makes."""
+
+    _params: dict[str, Any] | None = None
+
+    @pytest.fixture(autouse=True)
+    def _corpus(self, local_embedder: Any) -> None:
+        from langchain_core.vectorstores import InMemoryVectorStore
+
+        cls = type(self)
+        if cls._params is None:
+            vectorstore = InMemoryVectorStore(LocalEmbeddings(local_embedder))
+            vectorstore.add_texts(TEXTS, metadatas=METADATAS, ids=IDS)
+            built = ExemplarSVMRetriever.from_vectorstore(vectorstore)
+            cls._params = {
+                "embedding": built.embedding,
+                "index": built.index,
+                "vectorstore": built.vectorstore,
+            }
+
+    @property
+    def retriever_constructor(self) -> type[ExemplarSVMRetriever]:
+        return ExemplarSVMRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict[str, Any]:
+        assert self._params is not None
+        return dict(self._params)
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "Which animals make good pets?"

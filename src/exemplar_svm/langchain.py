@@ -1,8 +1,11 @@
-"""LangChain adapter: :class:`ExemplarSVMRetriever`, a retriever over an :class:`ExemplarIndex`.
+"""LangChain adapter: :class:`ExemplarSVMRetriever`, a retriever over an :class:`ExemplarIndex`
+or, through a :class:`~exemplar_svm.StoreIndex`, over a LangChain ``VectorStore``.
 
 The retriever only translates between LangChain and the shared core: it embeds texts with the
-embedding model it was given, hands vectors and ids to :meth:`ExemplarIndex.search`, and turns
-the hits back into ``Document`` objects. Every ranking decision is the core's.
+embedding model it was given, hands vectors and ids to :meth:`ExemplarIndex.search` (or
+:meth:`StoreIndex.search`), and turns the hits back into ``Document`` objects. Every ranking
+decision is the core's. :func:`store_from_vectorstore` translates a LangChain vector store into
+the core's :class:`exemplar_svm.stores.VectorStore`.
 
 Needs the ``langchain`` extra: ``pip install 'exemplar-svm[langchain]'``.
 """
@@ -42,8 +45,15 @@ from exemplar_svm.index import (
     Mode,
     check_search_options,
 )
+from exemplar_svm.store_index import (
+    DEFAULT_BACKGROUND,
+    DEFAULT_CANDIDATES,
+    DEFAULT_MAX_CANDIDATES,
+    StoreIndex,
+)
+from exemplar_svm.stores import Metric, VectorStore
 
-__all__ = ["ExemplarSVMRetriever"]
+__all__ = ["SUPPORTED_VECTORSTORES", "ExemplarSVMRetriever", "store_from_vectorstore"]
 
 #: One extra example for a search: a document id, a text, a ``Document`` or a vector.
 Example = Union[str, Document, ArrayLike]  # noqa: UP007
@@ -51,7 +61,7 @@ Example = Union[str, Document, ArrayLike]  # noqa: UP007
 Examples = Union[Example, Sequence[Example], None]  # noqa: UP007
 
 # Constructor arguments that the ``from_*`` class methods fill in themselves.
-_BUILT = frozenset({"index", "documents", "embedding"})
+_BUILT = frozenset({"index", "documents", "embedding", "vectorstore"})
 
 
 class ExemplarSVMRetriever(BaseRetriever):
@@ -62,6 +72,12 @@ class ExemplarSVMRetriever(BaseRetriever):
     :meth:`from_index` (an existing, e.g. loaded, :class:`~exemplar_svm.ExemplarIndex`). Grow it
     with :meth:`add_documents` / :meth:`add_texts`; documents already indexed are never embedded
     again.
+
+    Over a vector database, build it with :meth:`from_vectorstore`: the documents stay in the
+    LangChain ``VectorStore`` (nothing is copied out or embedded again), a
+    :class:`~exemplar_svm.StoreIndex` trains the SVM on a cached background sample plus the
+    documents near the query and ranks the whole store by the store's own search, and the
+    returned documents come from the store's ``get_by_ids``.
 
     Call it like any retriever: ``invoke(query)``, ``ainvoke(query)``, ``batch``, or as a step of
     an LCEL chain. ``invoke`` and ``ainvoke`` also take, per call:
@@ -101,10 +117,14 @@ class ExemplarSVMRetriever(BaseRetriever):
         :class:`~exemplar_svm.SentenceTransformerEmbedder`) or a sentence-transformers model
         name; anything :func:`exemplar_svm.as_embedder` accepts. It must be the model that
         embedded the corpus.
-    index : ExemplarIndex
-        One vector per document.
+    index : ExemplarIndex or StoreIndex
+        One vector per document, in memory; or a :class:`~exemplar_svm.StoreIndex` over the
+        vector database behind ``vectorstore``.
     documents : dict of str to Document
-        The documents by id, with exactly the ids of ``index``.
+        The documents by id, with exactly the ids of an ``ExemplarIndex``; empty for a
+        ``StoreIndex``.
+    vectorstore : VectorStore, optional
+        With a ``StoreIndex`` only: the LangChain vector store the documents are read from.
     k : int, default=4
         How many documents a call returns.
     mode : {"svm", "knn", "hybrid"}
@@ -142,11 +162,17 @@ class ExemplarSVMRetriever(BaseRetriever):
     exemplar_svm ``Embedder`` or a sentence-transformers model name (see
     :func:`exemplar_svm.as_embedder`). Must be the model that embedded the corpus."""
 
-    index: ExemplarIndex
-    """The shared core: one vector per document, searched for every call."""
+    index: ExemplarIndex | StoreIndex
+    """The shared core, searched for every call: an in-memory ``ExemplarIndex`` (one vector per
+    document), or a ``StoreIndex`` over the vector database behind ``vectorstore``."""
 
-    documents: dict[str, Document] = Field(repr=False)
-    """The corpus documents by id; exactly the ids of ``index``."""
+    documents: dict[str, Document] = Field(default_factory=dict, repr=False)
+    """The corpus documents by id: exactly the ids of an ``ExemplarIndex``; empty for a
+    ``StoreIndex``, whose documents stay in ``vectorstore``."""
+
+    vectorstore: Any = Field(default=None, repr=False)
+    """With a ``StoreIndex`` only: the LangChain ``VectorStore`` that holds the documents; the
+    returned documents come from its ``get_by_ids`` and new ones go to its ``add_documents``."""
 
     k: int = Field(default=4, ge=1)
     """How many documents to return; ``invoke(query, k=...)`` overrides it for one call."""
@@ -177,6 +203,23 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _check_corpus(self) -> Self:
+        if isinstance(self.index, StoreIndex):
+            if self.vectorstore is None:
+                raise ValueError(
+                    "a StoreIndex needs the LangChain vectorstore its documents are read from: "
+                    "use ExemplarSVMRetriever.from_vectorstore(vectorstore, ...)"
+                )
+            if self.documents:
+                raise ValueError(
+                    "documents must be empty with a StoreIndex: they are read from vectorstore"
+                )
+            self._get_embedder()
+            return self
+        if self.vectorstore is not None:
+            raise ValueError(
+                "vectorstore goes with a StoreIndex only; use "
+                "ExemplarSVMRetriever.from_vectorstore(vectorstore, ...)"
+            )
         missing = [item for item in self.index.ids if item not in self.documents]
         unknown = [item for item in self.documents if item not in self.index]
         if missing or unknown:
@@ -305,6 +348,75 @@ class ExemplarSVMRetriever(BaseRetriever):
         return cls(embedding=_resolved(embedding), index=index, documents=store, **kwargs)
 
     @classmethod
+    def from_vectorstore(
+        cls,
+        vectorstore: Any,
+        embedding: Any = None,
+        *,
+        store: VectorStore | None = None,
+        background: int = DEFAULT_BACKGROUND,
+        candidates: int = DEFAULT_CANDIDATES,
+        max_candidates: int = DEFAULT_MAX_CANDIDATES,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> ExemplarSVMRetriever:
+        """Search a LangChain ``VectorStore`` in place: nothing is copied out or re-embedded.
+
+        The SVM is trained per query by a :class:`~exemplar_svm.StoreIndex` on a cached random
+        sample of the store (``background`` documents, drawn at the first call) plus the
+        documents nearest the query and the SVM's margin, fetched with their stored vectors;
+        the store's own similarity search with the SVM's weight vector ranks the collection.
+        The returned documents are read with the store's ``get_by_ids``. With ``background``
+        and ``candidates`` at least the store's size, the ranking equals the in-memory one.
+
+        Parameters
+        ----------
+        vectorstore : VectorStore
+            The LangChain vector store. Translated automatically (see
+            :func:`store_from_vectorstore`): ``langchain_chroma.Chroma``,
+            ``langchain_milvus.Milvus``, ``langchain_community`` ``FAISS`` and
+            ``langchain_core`` ``InMemoryVectorStore``. For any other store, pass ``store``.
+        embedding : Embeddings, Embedder or str, optional
+            Embeds queries and example texts; must be the model that embedded the store.
+            Defaults to ``vectorstore.embeddings``.
+        store : exemplar_svm.stores.VectorStore, optional
+            The core's view of the same collection (ids, vectors, metric), for a vector store
+            that is not translated automatically: implement the protocol
+            :class:`exemplar_svm.stores.VectorStore` (str ids equal to the LangChain document
+            ids) and pass it here.
+        background, candidates, max_candidates, seed
+            Of the :class:`~exemplar_svm.StoreIndex`.
+        **kwargs
+            Fields of the retriever: ``k``, ``mode``, ``C``, ``negative_weight``,
+            ``search_kwargs``.
+
+        Raises
+        ------
+        ValueError
+            For a vector store that is not translated automatically and no ``store``; for a
+            store whose metric would not rank by the SVM, e.g. L2 over vectors that are
+            not unit-normalised (at the first call, when the store's vectors are first read).
+        """
+        _check_kwargs(cls, kwargs)
+        core = store_from_vectorstore(vectorstore) if store is None else store
+        if embedding is None:
+            embedding = getattr(vectorstore, "embeddings", None)
+            if embedding is None:
+                raise ValueError(
+                    f"the {type(vectorstore).__name__} has no embedding model "
+                    "(vectorstore.embeddings is None): pass embedding=, the model that "
+                    "embedded the store"
+                )
+        index = StoreIndex(
+            core,
+            background=background,
+            candidates=candidates,
+            max_candidates=max_candidates,
+            seed=seed,
+        )
+        return cls(embedding=_resolved(embedding), index=index, vectorstore=vectorstore, **kwargs)
+
+    @classmethod
     def _build(
         cls, docs: list[Document], vectors: ArrayLike, embedding: Any, kwargs: dict[str, Any]
     ) -> ExemplarSVMRetriever:
@@ -323,7 +435,18 @@ class ExemplarSVMRetriever(BaseRetriever):
 
         Only the new documents are embedded (in batches). Ids follow :meth:`from_documents`;
         an id already in the retriever raises ``ValueError`` and nothing is added.
+
+        Over a vector store (:meth:`from_vectorstore`) the documents go to the store's own
+        ``add_documents``, which embeds them with the store's model and follows the store's
+        rules for ids; they are searchable at once. The cached background sample is not drawn
+        again: call ``retriever.index.refresh_background()`` after large changes.
         """
+        if isinstance(self.index, StoreIndex):
+            docs = list(documents)
+            if not docs:
+                return []
+            extra = {} if ids is None else {"ids": list(ids)}
+            return list(self.vectorstore.add_documents(docs, **extra))
         docs = _with_ids(documents, ids, self.documents)
         if not docs:
             return []
@@ -363,14 +486,10 @@ class ExemplarSVMRetriever(BaseRetriever):
     ) -> list[Document]:
         embedder = self._get_embedder()
         query_vector = embedder.embed_query(query)
-        pos, neg = self._split(positives), self._split(negatives)
+        pos, neg = self._split_examples(positives, negatives)
         texts = pos[1] + neg[1]
         text_vectors = embedder.embed_documents(texts) if texts else None
-        hits = self.index.search(
-            query_vector,
-            **self._options(pos, neg, text_vectors, k, options),
-        )
-        return self._to_documents(hits)
+        return self._search(query_vector, self._options(pos, neg, text_vectors, k, options))
 
     async def _aget_relevant_documents(
         self,
@@ -384,12 +503,15 @@ class ExemplarSVMRetriever(BaseRetriever):
     ) -> list[Document]:
         embedder = self._get_embedder()
         query_vector = await embedder.aembed_query(query)
-        pos, neg = self._split(positives), self._split(negatives)
+        if isinstance(self.index, StoreIndex):  # looking up example ids is a store round trip
+            pos, neg = await asyncio.to_thread(self._split_examples, positives, negatives)
+        else:
+            pos, neg = self._split_examples(positives, negatives)
         texts = pos[1] + neg[1]
         text_vectors = await embedder.aembed_documents(texts) if texts else None
         arguments = self._options(pos, neg, text_vectors, k, options)
-        hits = await asyncio.to_thread(self.index.search, query_vector, **arguments)
-        return self._to_documents(hits)
+        # Training and (for a vector store) its queries and document reads run off the loop.
+        return await asyncio.to_thread(self._search, query_vector, arguments)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -400,30 +522,28 @@ class ExemplarSVMRetriever(BaseRetriever):
             self._embedder_of = self.embedding
         return self._embedder
 
-    def _split(self, examples: Examples) -> tuple[list[Any], list[str]]:
-        """Examples as (corpus ids and vectors for the core, texts still to embed)."""
-        if examples is None:
-            return [], []
-        if isinstance(examples, (str, Document)) or _is_vector(examples):
-            items: list[Any] = [examples]
-        else:
-            items = list(examples)  # type: ignore[arg-type]
-        known: list[Any] = []
-        texts: list[str] = []
-        for item in items:
-            if isinstance(item, Document):
-                if item.id is not None and item.id in self.index:
-                    known.append(item.id)
-                else:
-                    texts.append(item.page_content)
-            elif isinstance(item, str):
-                if item in self.index:
-                    known.append(item)
-                else:
-                    texts.append(item)
-            else:
-                known.append(item)
-        return known, texts
+    def _search(
+        self, query_vector: NDArray[np.float32], arguments: dict[str, Any]
+    ) -> list[Document]:
+        return self._to_documents(self.index.search(query_vector, **arguments))
+
+    def _split_examples(
+        self, positives: Examples, negatives: Examples
+    ) -> tuple[tuple[list[Any], list[str]], tuple[list[Any], list[str]]]:
+        """Positives and negatives as (corpus ids and vectors, texts still to embed) each."""
+        pos, neg = _items(positives), _items(negatives)
+        names = [item for item in pos + neg if isinstance(item, str)]
+        names += [item.id for item in pos + neg if isinstance(item, Document) and item.id]
+        known = self._known_ids(names)
+        return _split(pos, known), _split(neg, known)
+
+    def _known_ids(self, names: list[str]) -> set[str]:
+        """Which of ``names`` are ids of corpus documents (for a store: one lookup)."""
+        if not names:
+            return set()
+        if isinstance(self.index, StoreIndex):
+            return set(_documents_by_id(self.vectorstore, list(dict.fromkeys(names))))
+        return {name for name in names if name in self.index}
 
     def _options(
         self,
@@ -463,12 +583,52 @@ class ExemplarSVMRetriever(BaseRetriever):
         return items or None
 
     def _to_documents(self, hits: list[Hit]) -> list[Document]:
+        if isinstance(self.index, StoreIndex):
+            stored = _documents_by_id(self.vectorstore, [hit.id for hit in hits])
+            missing = next((hit.id for hit in hits if hit.id not in stored), None)
+            if missing is not None:
+                raise LookupError(
+                    f"the {type(self.vectorstore).__name__} returned no document for id "
+                    f"{missing!r}, which its vectors have: was it deleted meanwhile, or does "
+                    "its get_by_ids not set Document.id?"
+                )
+        else:
+            stored = self.documents
         out = []
         for hit in hits:
-            doc = self.documents[hit.id]
+            doc = stored[hit.id]
             metadata = {**doc.metadata, "score": hit.score, "similarity": hit.similarity}
-            out.append(doc.model_copy(update={"metadata": metadata}))
+            out.append(doc.model_copy(update={"id": hit.id, "metadata": metadata}))
         return out
+
+
+def _items(examples: Examples) -> list[Any]:
+    """One example or a sequence of them, as a list."""
+    if examples is None:
+        return []
+    if isinstance(examples, (str, Document)) or _is_vector(examples):
+        return [examples]
+    return list(examples)  # type: ignore[arg-type]
+
+
+def _split(items: list[Any], known: set[str]) -> tuple[list[Any], list[str]]:
+    """Examples as (corpus ids and vectors for the core, texts still to embed)."""
+    ids_and_vectors: list[Any] = []
+    texts: list[str] = []
+    for item in items:
+        if isinstance(item, Document):
+            if item.id is not None and item.id in known:
+                ids_and_vectors.append(item.id)
+            else:
+                texts.append(item.page_content)
+        elif isinstance(item, str):
+            if item in known:
+                ids_and_vectors.append(item)
+            else:
+                texts.append(item)
+        else:
+            ids_and_vectors.append(item)
+    return ids_and_vectors, texts
 
 
 def _resolved(embedding: Any) -> Any:
@@ -544,3 +704,184 @@ def _is_vector(value: object) -> bool:
     return len(value) > 0 and all(
         isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in value
     )
+
+
+# -- LangChain vector stores -----------------------------------------------------------------
+
+#: The LangChain vector stores :func:`store_from_vectorstore` translates, as (package, class);
+#: subclasses match too. Matched by name, so none of these packages is imported to check.
+SUPPORTED_VECTORSTORES: tuple[tuple[str, str], ...] = (
+    ("langchain_chroma", "Chroma"),
+    ("langchain_milvus", "Milvus"),
+    ("langchain_community", "FAISS"),
+    ("langchain_core", "InMemoryVectorStore"),
+)
+
+
+def store_from_vectorstore(vectorstore: Any) -> VectorStore:
+    """The core's :class:`~exemplar_svm.stores.VectorStore` over a LangChain vector store.
+
+    Nothing is copied: the returned store reads the same collection.
+
+    - ``langchain_chroma.Chroma``: :class:`~exemplar_svm.stores.chroma.ChromaStore` on its
+      collection (extra ``chroma``);
+    - ``langchain_milvus.Milvus``: :class:`~exemplar_svm.stores.milvus.MilvusStore` on its
+      ``MilvusClient`` and collection, with its primary and vector fields (extra ``milvus``);
+    - ``langchain_community.vectorstores.FAISS``: :class:`~exemplar_svm.stores.faiss.FaissStore`
+      on its index, ids from its ``index_to_docstore_id`` (extra ``faiss``);
+    - ``langchain_core.vectorstores.InMemoryVectorStore``: a live view of its ``store`` dict
+      (cosine similarity; documents added later are seen).
+
+    Any other vector store raises ``ValueError``: implement
+    :class:`exemplar_svm.stores.VectorStore` for it and pass it as
+    ``ExemplarSVMRetriever.from_vectorstore(vectorstore, store=...)``.
+    """
+    kind = _vectorstore_kind(vectorstore)
+    if kind == "Chroma":
+        from exemplar_svm.stores.chroma import ChromaStore
+
+        return ChromaStore(vectorstore._collection)
+    if kind == "Milvus":
+        from exemplar_svm.stores.milvus import MilvusStore
+
+        vector_field = vectorstore._vector_field
+        if not isinstance(vector_field, str):
+            if len(vector_field) != 1:
+                raise ValueError(
+                    f"this Milvus store has {len(vector_field)} vector fields "
+                    f"({', '.join(vector_field)}); the exemplar SVM needs exactly one"
+                )
+            vector_field = vector_field[0]
+        return MilvusStore(
+            vectorstore.client,
+            vectorstore.collection_name,
+            vector_field=vector_field,
+            id_field=vectorstore._primary_field,
+        )
+    if kind == "FAISS":
+        from exemplar_svm.stores.faiss import FaissStore
+
+        return FaissStore(vectorstore.index, vectorstore.index_to_docstore_id)
+    if kind == "InMemoryVectorStore":
+        return _InMemoryStore(vectorstore)
+    supported = ", ".join(f"{package}.{name}" for package, name in SUPPORTED_VECTORSTORES)
+    raise ValueError(
+        f"cannot search a {type(vectorstore).__module__}.{type(vectorstore).__name__} yet: "
+        f"the supported LangChain vector stores are {supported}. For another one, implement "
+        "the protocol exemplar_svm.stores.VectorStore over its collection (str ids equal to "
+        "the LangChain document ids) and pass it: "
+        "ExemplarSVMRetriever.from_vectorstore(vectorstore, store=your_store)"
+    )
+
+
+def _vectorstore_kind(vectorstore: Any) -> str | None:
+    """The name in :data:`SUPPORTED_VECTORSTORES` of the store's class or a base class."""
+    for cls in type(vectorstore).__mro__:
+        if (cls.__module__.split(".")[0], cls.__name__) in SUPPORTED_VECTORSTORES:
+            return cls.__name__
+    return None
+
+
+def _documents_by_id(vectorstore: Any, ids: list[str]) -> dict[str, Document]:
+    """The stored documents of ``ids`` (those found), by id."""
+    if not ids:
+        return {}
+    kind = _vectorstore_kind(vectorstore)
+    if kind == "Milvus":
+        docs = _milvus_documents(vectorstore, ids)
+    elif kind == "Chroma":
+        docs = _chroma_documents(vectorstore, ids)
+    else:
+        docs = vectorstore.get_by_ids(ids)
+    return {str(doc.id): doc for doc in docs if doc.id is not None}
+
+
+def _chroma_documents(vectorstore: Any, ids: list[str]) -> list[Document]:
+    """``get_by_ids`` for ``langchain_chroma.Chroma``, whose own fails on a document stored
+    without metadata (langchain-chroma 1.1 passes ``metadata=None`` to ``Document``)."""
+    result = vectorstore._collection.get(
+        ids=list(dict.fromkeys(ids)), include=["documents", "metadatas"]
+    )
+    metadatas = result.get("metadatas") or [None] * len(result["ids"])
+    return [
+        Document(page_content=text or "", metadata=dict(metadata or {}), id=key)
+        for key, text, metadata in zip(result["ids"], result["documents"], metadatas, strict=True)
+    ]
+
+
+def _milvus_documents(vectorstore: Any, ids: list[str]) -> list[Document]:
+    """``get_by_ids`` for ``langchain_milvus.Milvus``, which has none: the rows its searches
+    return, parsed by the store itself, with the primary key as the id."""
+    client = vectorstore.client
+    name = vectorstore.collection_name
+    primary = vectorstore._primary_field
+    schema = client.describe_collection(name)
+    keys: list[Any] = list(ids)
+    for field in schema.get("fields", []):
+        kind = field.get("type")
+        if field.get("name") == primary and str(getattr(kind, "name", kind)).startswith("INT"):
+            keys = [int(item) for item in ids if item.lstrip("-").isdigit()]
+    if vectorstore.fields and not vectorstore.enable_dynamic_field:
+        fields = vectorstore._remove_forbidden_fields(list(vectorstore.fields))
+    else:
+        fields = ["*"]
+    rows = client.get(name, ids=keys, output_fields=fields)
+    docs = []
+    for row in rows:
+        key = str(row[primary])
+        doc = vectorstore._parse_document(dict(row))
+        docs.append(doc.model_copy(update={"id": key}))
+    return docs
+
+
+class _InMemoryStore:
+    """The core's :class:`~exemplar_svm.stores.VectorStore` over an ``InMemoryVectorStore``.
+
+    A live view of its ``store`` dict (id -> {"vector", "text", ...}); it ranks by cosine
+    similarity, like the LangChain store. Every call reads the current entries (a snapshot of
+    the dict, so a concurrent add is either seen whole or not at all).
+    """
+
+    metric: Metric = "cosine"
+
+    def __init__(self, vectorstore: Any) -> None:
+        self._entries: dict[str, dict[str, Any]] = vectorstore.store
+
+    def _snapshot(self) -> tuple[list[str], NDArray[np.float32]]:
+        items = list(self._entries.items())
+        ids = [key for key, _ in items]
+        if not items:
+            return ids, np.empty((0, 0), dtype=np.float32)
+        return ids, np.asarray([entry["vector"] for _, entry in items], dtype=np.float32)
+
+    def count(self) -> int:
+        return len(self._entries)
+
+    def nearest(self, vector: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
+        ids, vectors = self._snapshot()
+        if not ids:
+            return [], vectors
+        norms = np.linalg.norm(vectors, axis=1)
+        direction = np.asarray(vector, dtype=np.float32).ravel()
+        scores = (vectors @ direction) / np.where(norms > 0, norms, 1.0)
+        rows = np.argsort(-scores, kind="stable")[:k]
+        return [ids[row] for row in rows], vectors[rows]
+
+    def search_by_vector(self, vector: NDArray[np.float32], k: int) -> list[str]:
+        return self.nearest(vector, k)[0]
+
+    def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
+        ids, vectors = self._snapshot()
+        size = min(size, len(ids))
+        rows = np.sort(np.random.default_rng(seed).choice(len(ids), size, replace=False))
+        return [ids[row] for row in rows], vectors[rows] if len(ids) else vectors
+
+    def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        missing = next((item for item in ids if item not in self._entries), None)
+        if missing is not None:
+            raise ValueError(
+                f"unknown id {missing!r}: the InMemoryVectorStore has no such document"
+            )
+        if not ids:
+            return np.empty((0, 0), dtype=np.float32)
+        return np.asarray([self._entries[item]["vector"] for item in ids], dtype=np.float32)

@@ -2,7 +2,9 @@
 
 The retriever only translates between LlamaIndex and :class:`~exemplar_svm.ExemplarIndex`:
 nodes become rows (ids are node ids), a ``QueryBundle`` becomes query vectors, hits become
-``NodeWithScore``. All ranking is the core's.
+``NodeWithScore``. All ranking is the core's. A ``VectorStoreIndex`` over an external vector
+store (Chroma, Milvus, FAISS) is searched in place through a :class:`~exemplar_svm.StoreIndex`
+(see :func:`store_from_vector_store_index`).
 
 Needs the ``llama-index`` extra: ``pip install 'exemplar-svm[llama-index]'``.
 """
@@ -18,7 +20,8 @@ require("llama_index.core", extra="llama-index")
 import asyncio
 import json
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -44,7 +47,7 @@ from llama_index.core.settings import Settings
 from llama_index.core.storage.docstore.types import BaseDocumentStore
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 from llama_index.core.vector_stores.simple import SimpleVectorStore
-from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQuery
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 from numpy.typing import ArrayLike, NDArray
 
@@ -61,12 +64,16 @@ from exemplar_svm.index import (
     Mode,
     check_search_options,
 )
+from exemplar_svm.store_index import StoreIndex
+from exemplar_svm.stores import Metric, VectorStore
 
 __all__ = [
     "PERSIST_FILENAME",
     "SIMILARITY_KEY",
+    "SUPPORTED_VECTOR_STORES",
     "ExemplarQueryBundle",
     "ExemplarSVMRetriever",
+    "store_from_vector_store_index",
 ]
 
 # Re-exported by llama_index.core.instrumentation without an explicit export marker.
@@ -90,6 +97,19 @@ Examples = Union[Example, Sequence[Example], None]  # noqa: UP007
 EmbedModel = Union[BaseEmbedding, Embedder, str, None]  # noqa: UP007
 
 _Item = Union[str, NDArray[np.float32]]  # noqa: UP007
+
+#: The external LlamaIndex vector stores searched in place, as (package, class name); matched
+#: by name (subclasses too), so none of these packages is imported to check.
+SUPPORTED_VECTOR_STORES: tuple[tuple[str, str], ...] = (
+    ("llama_index", "ChromaVectorStore"),
+    ("llama_index", "MilvusVectorStore"),
+    ("llama_index", "FaissVectorStore"),
+)
+
+_NO_FILTERS = (
+    "filters are not supported over an external vector store: the SVM would be trained on "
+    "documents the filter excludes. Filter the results, or use an in-memory retriever"
+)
 
 
 @dataclass
@@ -120,6 +140,15 @@ class ExemplarSVMRetriever(BaseRetriever):
     :meth:`from_documents` or :meth:`from_persist_dir`; the constructor takes a ready
     :class:`~exemplar_svm.ExemplarIndex` whose ids are the node ids.
 
+    Over a ``VectorStoreIndex`` whose vector store is external (Chroma, Milvus, FAISS, or any
+    store given as ``store=``), :meth:`from_defaults` searches the store in place: a
+    :class:`~exemplar_svm.StoreIndex` trains the SVM on a cached background sample plus the
+    documents near the query, the collection is ranked by a ``VectorStoreQuery`` whose
+    ``query_embedding`` is the SVM's weight vector, and the result nodes are read from the
+    vector store (when it stores text) or the index's docstore. Nothing is copied or embedded
+    again. Such a retriever takes no ``filters`` and cannot be persisted (the data lives in the
+    store: build it again with :meth:`from_defaults`).
+
     Every result is a copy of the stored node (the stored node is never changed) with
     ``score`` = the mode's ranking score (higher is better: the SVM's decision value for
     ``"svm"``, the cosine for ``"knn"``, a z-score mean for ``"hybrid"``) and the cosine
@@ -128,10 +157,11 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     Parameters
     ----------
-    index : ExemplarIndex
-        The node embeddings; its ids must be exactly the node ids.
+    index : ExemplarIndex or StoreIndex
+        The node embeddings; its ids must be exactly the node ids. Or a ``StoreIndex`` over the
+        vector store of ``vector_store_index``, whose ids are node ids.
     nodes : sequence of BaseNode
-        The nodes, in any order.
+        The nodes, in any order (none with a ``StoreIndex``).
     embed_model : BaseEmbedding, Embedder, str or None
         Embeds queries; must be the model that embedded the nodes. A LlamaIndex
         ``BaseEmbedding``, an exemplar_svm ``Embedder`` or a sentence-transformers model name.
@@ -160,12 +190,14 @@ class ExemplarSVMRetriever(BaseRetriever):
         ``Settings.callback_manager`` when ``None``.
     objects, object_map, verbose
         As for any ``BaseRetriever`` (recursive retrieval through ``IndexNode``).
+    vector_store_index : VectorStoreIndex, optional
+        With a ``StoreIndex`` only: the index whose vector store (or docstore) holds the nodes.
     """
 
     def __init__(
         self,
-        index: ExemplarIndex,
-        nodes: Sequence[BaseNode],
+        index: ExemplarIndex | StoreIndex,
+        nodes: Sequence[BaseNode] = (),
         embed_model: EmbedModel = None,
         *,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
@@ -180,13 +212,30 @@ class ExemplarSVMRetriever(BaseRetriever):
         objects: list[IndexNode] | None = None,
         object_map: dict[str, Any] | None = None,
         verbose: bool = False,
+        vector_store_index: VectorStoreIndex | None = None,
     ) -> None:
-        if not isinstance(index, ExemplarIndex):
+        self._source: VectorStoreIndex | None = None
+        if isinstance(index, StoreIndex):
+            if not isinstance(vector_store_index, VectorStoreIndex):
+                raise TypeError(
+                    "a StoreIndex needs vector_store_index, the VectorStoreIndex that holds the "
+                    "nodes; use ExemplarSVMRetriever.from_defaults(index=vector_store_index)"
+                )
+            if nodes:
+                raise ValueError("pass no nodes with a StoreIndex: they stay in the store")
+            if filters is not None:
+                raise ValueError(_NO_FILTERS)
+            self._nodes: dict[str, BaseNode] = {}
+            self._source = vector_store_index
+        elif isinstance(index, ExemplarIndex):
+            if vector_store_index is not None:
+                raise ValueError("vector_store_index goes with a StoreIndex only")
+            self._nodes = _nodes_by_id(nodes, index)
+        else:
             raise TypeError(
                 f"index must be an exemplar_svm.ExemplarIndex, got {type(index).__name__}; "
                 "use ExemplarSVMRetriever.from_defaults(index=...) for a VectorStoreIndex"
             )
-        self._nodes = _nodes_by_id(nodes, index)
         self._index = index
         self._embed_model: Any = _default_embed_model(embed_model)
         self._embedder: Embedder = as_embedder(self._embed_model)
@@ -232,12 +281,24 @@ class ExemplarSVMRetriever(BaseRetriever):
         objects: list[IndexNode] | None = None,
         object_map: dict[str, Any] | None = None,
         verbose: bool = False,
+        store: VectorStore | None = None,
+        background: int | None = None,
+        candidates: int | None = None,
+        max_candidates: int | None = None,
+        seed: int | None = None,
     ) -> ExemplarSVMRetriever:
         """Build a retriever from exactly one of ``index``, ``nodes`` or ``docstore``.
 
-        - ``index``: a ``VectorStoreIndex`` over the default in-memory ``SimpleVectorStore``.
-          Its stored embeddings are reused (nothing is re-embedded) and ``embed_model``
-          defaults to the index's own model.
+        - ``index``: a ``VectorStoreIndex``; nothing is re-embedded and ``embed_model``
+          defaults to the index's own model. Over the default in-memory ``SimpleVectorStore``
+          its stored embeddings are copied into an :class:`~exemplar_svm.ExemplarIndex`. Over
+          an external vector store (``ChromaVectorStore``, ``MilvusVectorStore``,
+          ``FaissVectorStore``; see :func:`store_from_vector_store_index`) the store is
+          searched in place through a :class:`~exemplar_svm.StoreIndex`, with ``background``,
+          ``candidates``, ``max_candidates`` and ``seed`` as its settings (StoreIndex's
+          defaults when ``None``). For another vector store, implement
+          :class:`exemplar_svm.stores.VectorStore` over it (node ids as ids) and pass it as
+          ``store``.
         - ``nodes``: nodes that carry an ``embedding`` keep it; the others are embedded with
           ``embed_model`` from ``node.get_content(metadata_mode=MetadataMode.EMBED)``, as
           ``VectorStoreIndex`` does.
@@ -252,7 +313,28 @@ class ExemplarSVMRetriever(BaseRetriever):
                 "pass exactly one of index, nodes or docstore"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        if index is not None:
+        settings = {
+            "background": background,
+            "candidates": candidates,
+            "max_candidates": max_candidates,
+            "seed": seed,
+        }
+        store_settings = {name: value for name, value in settings.items() if value is not None}
+        exemplar_index: ExemplarIndex | StoreIndex
+        source = None
+        if index is not None and (store is not None or _is_external(index)):
+            core = store_from_vector_store_index(index) if store is None else store
+            exemplar_index = StoreIndex(_QueryStore(core, index), **store_settings)
+            node_list: list[BaseNode] = []
+            source = index
+            if embed_model is None:
+                embed_model = index._embed_model
+        elif store_settings or store is not None:
+            raise TypeError(
+                f"{', '.join(sorted(store_settings) or ['store'])} apply only to a "
+                "VectorStoreIndex over an external vector store"
+            )
+        elif index is not None:
             exemplar_index, node_list = _from_vector_store_index(index)
             if embed_model is None:
                 embed_model = index._embed_model
@@ -280,6 +362,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             objects=objects,
             object_map=object_map,
             verbose=verbose,
+            vector_store_index=source,
         )
 
     @classmethod
@@ -305,14 +388,15 @@ class ExemplarSVMRetriever(BaseRetriever):
     # -- accessors -----------------------------------------------------------------------
 
     @property
-    def index(self) -> ExemplarIndex:
-        """The shared core index (ids are node ids)."""
+    def index(self) -> ExemplarIndex | StoreIndex:
+        """The shared core index (ids are node ids): an in-memory ``ExemplarIndex``, or a
+        ``StoreIndex`` over an external vector store."""
         return self._index
 
     @property
     def nodes(self) -> list[BaseNode]:
-        """The stored nodes, in index order."""
-        return [self._nodes[item] for item in self._index.ids]
+        """The stored nodes, in index order (in memory only: a store keeps its nodes)."""
+        return [self._nodes[item] for item in self._memory_index("nodes").ids]
 
     @property
     def embed_model(self) -> Any:
@@ -383,12 +467,25 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     def _items(self, examples: Examples, name: str) -> list[_Item]:
         items = _example_items(examples, name)
-        unknown = next((i for i in items if isinstance(i, str) and i not in self._index), None)
+        if isinstance(self._index, StoreIndex):
+            return items  # the store names an unknown id when the search fetches it
+        index = self._index
+        unknown = next((i for i in items if isinstance(i, str) and i not in index), None)
         if unknown is not None:
             raise ValueError(f"unknown node id {unknown!r} in {name}: no node has it")
         return items
 
+    def _memory_index(self, what: str) -> ExemplarIndex:
+        if isinstance(self._index, StoreIndex):
+            raise ValueError(
+                f"{what} is not available over a vector store: the nodes and their vectors stay "
+                "in the store (build the retriever again with from_defaults(index=...))"
+            )
+        return self._index
+
     def _rank(self, queries: NDArray[np.float32], request: _Request) -> list[NodeWithScore]:
+        if isinstance(self._index, StoreIndex):
+            return self._rank_store(self._index, queries, request)
         index = self._filtered_index(request.filters)
         if index is None:
             return []
@@ -402,32 +499,58 @@ class ExemplarSVMRetriever(BaseRetriever):
             negative_weight=self.negative_weight,
             **self.search_kwargs,
         )
-        return [self._result(hit) for hit in hits]
+        return [self._result(hit, self._nodes[hit.id]) for hit in hits]
+
+    def _rank_store(
+        self, index: StoreIndex, queries: NDArray[np.float32], request: _Request
+    ) -> list[NodeWithScore]:
+        if request.filters is not None and request.filters.filters:
+            raise ValueError(_NO_FILTERS)
+        hits = index.search(
+            queries,
+            self.similarity_top_k,
+            mode=self.mode,
+            positives=request.positives or None,
+            negatives=request.negatives or None,
+            C=self.C,
+            negative_weight=self.negative_weight,
+            **self.search_kwargs,
+        )
+        assert self._source is not None
+        nodes = _stored_nodes(self._source, [hit.id for hit in hits])
+        missing = next((hit.id for hit in hits if hit.id not in nodes), None)
+        if missing is not None:
+            raise LookupError(
+                f"the vector store ranked node {missing!r}, but neither it nor the docstore "
+                "returns that node (was it deleted meanwhile?)"
+            )
+        return [self._result(hit, nodes[hit.id]) for hit in hits]
 
     def _filtered_index(self, filters: MetadataFilters | None) -> ExemplarIndex | None:
         """The index itself, or a sub-index of the nodes that match ``filters`` (None: none)."""
+        whole = self._memory_index("filtering")
         if filters is None or not filters.filters:
-            return self._index
+            return whole
         matches = build_metadata_filter_fn(lambda item: self._nodes[item].metadata, filters)
-        ids = self._index.ids
+        ids = whole.ids
         rows = [row for row, item in enumerate(ids) if matches(item)]
         if not rows:
             return None
         if len(rows) == len(ids):
-            return self._index
-        return ExemplarIndex(self._index.vectors[rows], [ids[row] for row in rows])
+            return whole
+        return ExemplarIndex(whole.vectors[rows], [ids[row] for row in rows])
 
     def _for_index(self, items: list[_Item], index: ExemplarIndex) -> list[_Item] | None:
         """Examples for ``index``: ids of nodes filtered out are passed as their vectors."""
         if not items:
             return None
+        whole = self._memory_index("filtering")
         return [
-            self._index.vector(item) if isinstance(item, str) and item not in index else item
+            whole.vector(item) if isinstance(item, str) and item not in index else item
             for item in items
         ]
 
-    def _result(self, hit: Hit) -> NodeWithScore:
-        node = self._nodes[hit.id]
+    def _result(self, hit: Hit, node: BaseNode) -> NodeWithScore:
         copy = node.model_copy(
             update={
                 "metadata": {**node.metadata, SIMILARITY_KEY: hit.similarity},
@@ -445,11 +568,15 @@ class ExemplarSVMRetriever(BaseRetriever):
         ``retriever.json`` holds the nodes (without embeddings) and the parameters, and is
         written atomically after the index; no pickle is used. The embedding model is not
         saved: pass it to :meth:`from_persist_dir`.
+
+        A retriever over an external vector store raises ``ValueError``: its data lives in the
+        store, so build it again with :meth:`from_defaults` on the ``VectorStoreIndex``.
         """
+        index = self._memory_index("persist")
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         nodes = []
-        for item in self._index.ids:
+        for item in index.ids:
             entry = doc_to_json(self._nodes[item])
             entry[DATA_KEY]["embedding"] = None  # the index holds the vectors
             nodes.append(entry)
@@ -472,7 +599,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             raise ValueError(
                 f"cannot persist: node metadata must be JSON-serialisable ({exc})"
             ) from None
-        self._index.save(folder / INDEX_DIRNAME)
+        index.save(folder / INDEX_DIRNAME)
         write_atomic(folder / PERSIST_FILENAME, payload)
 
     @classmethod
@@ -540,8 +667,12 @@ class ExemplarSVMRetriever(BaseRetriever):
         )
 
     def __repr__(self) -> str:
+        if isinstance(self._index, StoreIndex):
+            corpus = f"index={self._index!r}"
+        else:
+            corpus = f"nodes={len(self._index)}"
         return (
-            f"ExemplarSVMRetriever(nodes={len(self._index)}, mode={self.mode!r}, "
+            f"ExemplarSVMRetriever({corpus}, mode={self.mode!r}, "
             f"similarity_top_k={self.similarity_top_k})"
         )
 
@@ -729,3 +860,142 @@ def _items_from_json(items: Any) -> list[_Item]:
 
 def _with_key(keys: list[str]) -> list[str]:
     return list(keys) if SIMILARITY_KEY in keys else [*keys, SIMILARITY_KEY]
+
+
+# -- external vector stores ----------------------------------------------------------------
+
+
+def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
+    """The core's :class:`~exemplar_svm.stores.VectorStore` over the vector store of ``index``.
+
+    Nothing is copied; the ids are node ids.
+
+    - ``ChromaVectorStore``: :class:`~exemplar_svm.stores.chroma.ChromaStore` on its
+      collection (extra ``chroma``);
+    - ``MilvusVectorStore``: :class:`~exemplar_svm.stores.milvus.MilvusStore` on its
+      ``MilvusClient`` and collection, with its id and dense embedding fields (extra
+      ``milvus``);
+    - ``FaissVectorStore``: :class:`~exemplar_svm.stores.faiss.FaissStore` on its FAISS index,
+      positions mapped to node ids through ``index.index_struct.nodes_dict`` (extra ``faiss``).
+
+    Any other vector store raises ``ValueError``: implement
+    :class:`exemplar_svm.stores.VectorStore` over it and pass it to
+    ``ExemplarSVMRetriever.from_defaults(index=..., store=...)``; or pass the nodes, which are
+    embedded again (``from_defaults(nodes=...)``).
+    """
+    if not isinstance(index, VectorStoreIndex):
+        raise TypeError(f"index must be a VectorStoreIndex, got {type(index).__name__}")
+    vector_store: Any = index.vector_store  # attributes of the engine's own class
+    kind = _vector_store_kind(vector_store)
+    if kind == "ChromaVectorStore":
+        from exemplar_svm.stores.chroma import ChromaStore
+
+        return ChromaStore(vector_store._collection)
+    if kind == "MilvusVectorStore":
+        from exemplar_svm.stores.milvus import MilvusStore
+
+        if not vector_store.enable_dense:
+            raise ValueError("this MilvusVectorStore has no dense embedding field to search")
+        module = sys.modules[type(vector_store).__module__]
+        return MilvusStore(
+            vector_store.client,
+            vector_store.collection_name,
+            vector_field=vector_store.embedding_field,
+            id_field=getattr(module, "MILVUS_ID_FIELD", "id"),
+        )
+    if kind == "FaissVectorStore":
+        from exemplar_svm.stores.faiss import FaissStore
+
+        return FaissStore(vector_store._faiss_index, _FaissPositions(index))
+    supported = ", ".join(name for _, name in SUPPORTED_VECTOR_STORES)
+    raise ValueError(
+        f"this VectorStoreIndex keeps its embeddings in a {type(vector_store).__name__}, which "
+        "ExemplarSVMRetriever cannot search in place yet: it supports the in-memory "
+        f"SimpleVectorStore and {supported}. For another store, implement "
+        "exemplar_svm.stores.VectorStore over it (node ids as ids) and pass "
+        "from_defaults(index=..., store=your_store); or pass the nodes instead (they are "
+        "re-embedded): ExemplarSVMRetriever.from_defaults(nodes=..., embed_model=...)"
+    )
+
+
+def _vector_store_kind(vector_store: Any) -> str | None:
+    for cls in type(vector_store).__mro__:
+        if (cls.__module__.split(".")[0], cls.__name__) in SUPPORTED_VECTOR_STORES:
+            return cls.__name__
+    return None
+
+
+def _is_external(index: VectorStoreIndex) -> bool:
+    """True for a VectorStoreIndex whose embeddings are not in a SimpleVectorStore."""
+    return isinstance(index, VectorStoreIndex) and not isinstance(
+        index.vector_store, SimpleVectorStore
+    )
+
+
+class _FaissPositions(Mapping[int, str]):
+    """A live view of a FAISS-backed index's ``nodes_dict`` (str position -> node id) as the
+    position -> id mapping :class:`~exemplar_svm.stores.faiss.FaissStore` takes."""
+
+    def __init__(self, index: VectorStoreIndex) -> None:
+        self._index = index
+
+    def __getitem__(self, position: int) -> str:
+        return str(self._index.index_struct.nodes_dict[str(position)])
+
+    def __iter__(self) -> Iterator[int]:
+        return (int(key) for key in list(self._index.index_struct.nodes_dict))
+
+    def __len__(self) -> int:
+        return len(self._index.index_struct.nodes_dict)
+
+
+class _QueryStore:
+    """A store whose ranking query is the LlamaIndex vector store's own ``VectorStoreQuery``
+    (``query_embedding`` = the SVM's weight vector); vectors come from the core's store."""
+
+    def __init__(self, core: VectorStore, index: VectorStoreIndex) -> None:
+        self.core = core
+        self._index = index
+
+    @property
+    def metric(self) -> Metric:
+        return self.core.metric
+
+    def count(self) -> int:
+        return self.core.count()
+
+    def nearest(self, vector: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
+        return self.core.nearest(vector, k)
+
+    def search_by_vector(self, vector: NDArray[np.float32], k: int) -> list[str]:
+        query = VectorStoreQuery(
+            query_embedding=[float(x) for x in np.ravel(vector)], similarity_top_k=k
+        )
+        result = self._index.vector_store.query(query)
+        if result.nodes is not None:
+            return [node.node_id for node in result.nodes]
+        # A store without text returns its own ids; the index maps them to node ids.
+        nodes_dict = self._index.index_struct.nodes_dict
+        return [str(nodes_dict.get(item, item)) for item in result.ids or []]
+
+    def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
+        return self.core.sample(size, seed)
+
+    def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        return self.core.fetch(ids)
+
+    def __repr__(self) -> str:
+        return repr(self.core)
+
+
+def _stored_nodes(index: VectorStoreIndex, ids: list[str]) -> dict[str, BaseNode]:
+    """The nodes of ``ids`` (those found) by id: from the vector store when it keeps text, as
+    LlamaIndex's own retriever reads them, else from the index's docstore."""
+    if not ids:
+        return {}
+    vector_store = index.vector_store
+    if vector_store.stores_text:
+        nodes = vector_store.get_nodes(node_ids=ids)
+    else:
+        nodes = index.docstore.get_nodes(ids, raise_error=False)
+    return {node.node_id: node for node in nodes if node is not None}

@@ -5,13 +5,14 @@ shape the solution (the squared hinge of a document far below the margin is zero
 the store is asked for the documents that can matter, and a fixed random sample of the store
 stands in for all the others:
 
-1. Fetch the ``candidates`` nearest documents of the query, with their vectors.
-2. Train on them (weight 1 each) plus the cached background sample: the sampled documents that
-   fall outside the fetched region count for the whole rest of the store (each weighs
-   ``rest / len(sample)``), an unbiased estimate of the full loss.
-3. Estimate from the sample how many documents violate the margin, fetch that many (at most
-   ``max_candidates``) of the documents the first model ranks highest, and train again. These
-   are exactly the documents the full SVM has to see; the sample covers the rest.
+1. Train a first model against the cached background sample alone, each sampled document
+   standing for ``count / len(sample)`` documents, and estimate from it how many documents lie
+   inside the SVM's margin: the documents the full SVM has to see.
+2. Fetch, at the same time, the ``candidates`` nearest documents of the query and that many (at
+   most ``max_candidates``) of the documents the first model ranks highest, with their vectors.
+3. Train on the fetched documents (weight 1 each) plus the background documents that were not
+   fetched, which stand for the rest of the store (each weighs ``rest / their number``): an
+   unbiased estimate of the full loss, stratified by what was fetched.
 4. Rank the store by the model: a linear score orders documents like the store's similarity
    to the weight vector (cosine always; inner product and L2 on unit-normalised vectors). When a
    bound proves that no unfetched document can beat the fetched top ``k``, the store need not be
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,33 +271,44 @@ class StoreIndex:
             )
 
         pool = _Pool([], np.empty((0, dim)), {}, [])
-        fetched = min(total, self.candidates + len(named))
         if mode == "knn":
-            fetched = min(total, k + len(named))
-        pool.add(*self._nearest(knn_direction, fetched), knn_direction)
-        if mode == "knn":
+            pool.add(*self._nearest(knn_direction, min(total, k + len(named))), knn_direction)
             scores = pool.vectors @ knn_direction
             return self._hits(pool, scores, named, k, query_direction)
 
-        trainer = _Trainer(self, pool, options, total, named, sample, sample_ids)
+        trainer = _Trainer(pool, options, total, named, sample, sample_ids)
+        # A first model against the background alone says where the margin lies, before any
+        # store query, so the two fetches (the query's neighbours and the documents near the
+        # margin) can run at the same time.
+        guess = trainer.train(positive_set, neg_vectors, centroid)
+        extra = int(
+            min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * trainer.violators(guess)))
+        )
+        norm = float(np.linalg.norm(guess[0]))
+        if norm == 0:  # the positives look like the background: nothing to aim at yet
+            extra = 0
+        near_margin = guess[0] / (norm or 1.0)
+        with ThreadPoolExecutor(max_workers=2) as workers:
+            neighbours = workers.submit(
+                self._nearest, knn_direction, min(total, self.candidates + len(named))
+            )
+            margin = (
+                workers.submit(self._nearest, near_margin, min(total, extra + len(named)))
+                if extra
+                else None
+            )
+            pool.add(*neighbours.result(), knn_direction)
+            if margin is not None:
+                pool.add(*margin.result(), near_margin)
         trainer.pick_feedback(knn_direction)
         model = trainer.train(positive_set, neg_vectors, centroid)
-        violators = trainer.violators(model)
-        extra = int(min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * violators)))
-        if extra > 0 and len(pool.ids) < total:
-            w = model[0] / np.linalg.norm(model[0])
-            pool.add(*self._nearest(w, min(total, extra + len(named))), w)
-            model = trainer.train(positive_set, neg_vectors, centroid)
 
         direction, offset = trainer.ranking(model, knn_direction)
         scores = pool.vectors @ direction + offset
         hits = self._hits(pool, scores, named, k, query_direction)
-        kept = len(hits)
-        if kept == k and len(pool.ids) < total:
-            proven = hits[-1].score - offset > pool.bound(direction)
-        else:
-            proven = len(pool.ids) >= total
-        if proven:
+        if len(pool.ids) >= total:
+            return hits
+        if len(hits) == k and hits[-1].score - offset > pool.bound(direction):
             return hits
         # The fetched documents cannot prove the top k: let the store rank the collection.
         ids = self.store.search_by_vector(
@@ -344,7 +357,6 @@ class _Trainer:
 
     def __init__(
         self,
-        index: StoreIndex,
         pool: _Pool,
         options: dict[str, Any],
         total: int,

@@ -1,0 +1,182 @@
+"""The exemplar SVM over a vector database (StoreIndex) against the exact SVM and the store's kNN.
+
+    python benchmarks/scale.py                  # 100k and 1M vectors in FAISS (about 15 minutes)
+    python benchmarks/scale.py --sizes 100000   # one size
+    python benchmarks/scale.py --store milvus   # Milvus Lite instead of FAISS (slow to load)
+    python benchmarks/scale.py --store memory   # an in-memory ExemplarIndex as the store
+
+For each size it loads clustered unit vectors (like real embeddings: topics around a shared
+direction) into the store and prints, per ranking mode:
+
+- top-10 overlap of ``StoreIndex.search`` with the exact SVM trained on the whole corpus
+  (``ExemplarIndex.search`` over the same vectors in memory), mean and worst query;
+- latency per query of ``StoreIndex.search`` and of the store's own kNN query (top 10), medians
+  measured side by side, and their ratio;
+- how often the fetched documents proved the top 10 without a last store query;
+- the client's peak extra memory during one search (tracemalloc), which should not grow with n;
+- the background size and candidate counts used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from solver import clustered
+
+from exemplar_svm import ExemplarIndex, StoreIndex
+from exemplar_svm.stores import VectorStore
+
+MODES: dict[str, dict[str, Any]] = {
+    "svm (textbook, C=0.1)": {"mode": "svm", "C": 0.1, "feedback": 0},
+    "default (hybrid)": {},
+}
+
+
+def faiss_store(corpus: np.ndarray, ids: list[str]) -> tuple[VectorStore, Callable[..., Any]]:
+    import faiss
+
+    from exemplar_svm.stores.faiss import FaissStore
+
+    index = faiss.IndexFlatIP(corpus.shape[1])
+    index.add(corpus)
+    return FaissStore(index, ids), lambda q, k: index.search(q[np.newaxis], k)
+
+
+def milvus_store(corpus: np.ndarray, ids: list[str]) -> tuple[VectorStore, Callable[..., Any]]:
+    from pymilvus import MilvusClient
+
+    from exemplar_svm.stores.milvus import MilvusStore
+
+    folder = tempfile.mkdtemp(prefix="exemplar-svm-bench-")
+    client = MilvusClient(f"{folder}/bench.db")
+    client.create_collection("bench", dimension=corpus.shape[1], metric_type="IP")
+    for start in range(0, len(corpus), 10_000):
+        block = corpus[start : start + 10_000]
+        client.insert(
+            "bench",
+            [{"id": start + i, "vector": row.tolist()} for i, row in enumerate(block)],
+        )
+    client.flush("bench")
+    store = MilvusStore(client, "bench")
+    return store, lambda q, k: client.search("bench", data=[q.tolist()], limit=k)
+
+
+def memory_store(corpus: np.ndarray, ids: list[str]) -> tuple[VectorStore, Callable[..., Any]]:
+    index = ExemplarIndex(corpus, ids=ids)
+    return index, index.nearest
+
+
+STORES = {"faiss": faiss_store, "milvus": milvus_store, "memory": memory_store}
+
+
+def median_ms(values: list[float]) -> float:
+    return 1e3 * statistics.median(values)
+
+
+def peak_mb(function: Callable[[], Any]) -> float:
+    gc.collect()
+    tracemalloc.start()
+    function()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def run(n: int, d: int, cosine: float, store_name: str, queries: int, background: int) -> None:
+    start = time.perf_counter()
+    corpus = clustered(n, d, cosine, seed=1)
+    ids = [str(i) for i in range(n)]
+    store, knn = STORES[store_name](corpus, ids)
+    load = time.perf_counter() - start
+    exact = ExemplarIndex(corpus, ids=ids)
+    index = StoreIndex(store, background=background)
+    start = time.perf_counter()
+    index.refresh_background()
+    sample_time = time.perf_counter() - start
+    rng = np.random.default_rng(7)
+    rows = rng.choice(n, queries, replace=False)
+    noise = rng.normal(size=(queries, d)).astype(np.float32) * 0.02
+    query_set = corpus[rows] + noise
+    query_set /= np.linalg.norm(query_set, axis=1, keepdims=True)
+    print(
+        f"\n## n = {n:,}, d = {d}, mean cosine {cosine}, store {store_name} "
+        f"(loaded in {load:.0f} s; background of {background} drawn in {sample_time:.1f} s)\n"
+    )
+    print(
+        "| mode | top-10 overlap (mean / worst) | StoreIndex ms | store kNN ms | ratio "
+        "| proven without last query | client peak MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    calls = _count_calls(store)
+    for label, options in MODES.items():
+        overlaps, ours, theirs, proven = [], [], [], 0
+        for query in query_set:
+            reference = {hit.id for hit in exact.search(query, 10, **options)}
+            knn(query, 10)
+            before = calls()
+            t0 = time.perf_counter()
+            hits = index.search(query, 10, **options)
+            ours.append(time.perf_counter() - t0)
+            proven += calls() == before
+            t0 = time.perf_counter()
+            knn(query, 10)
+            theirs.append(time.perf_counter() - t0)
+            overlaps.append(len(reference & {hit.id for hit in hits}) / 10)
+        memory = peak_mb(lambda o=options: index.search(query_set[0], 10, **o))
+        print(
+            f"| {label} | {np.mean(overlaps):.3f} / {min(overlaps):.1f} | {median_ms(ours):.1f} "
+            f"| {median_ms(theirs):.1f} | {median_ms(ours) / median_ms(theirs):.2f}x "
+            f"| {proven}/{queries} | {memory:.1f} |"
+        )
+    corpus_mb = corpus.nbytes / 2**20
+    print(
+        f"\n(the corpus matrix is {corpus_mb:.0f} MB; candidates {index.candidates} + up to "
+        f"{index.max_candidates})"
+    )
+
+
+def _count_calls(store: VectorStore) -> Callable[[], int]:
+    """Count the store's ``search_by_vector`` calls (the last, optional query of a search)."""
+    original = store.search_by_vector
+    counter = [0]
+
+    def counted(vector: np.ndarray, k: int) -> list[str]:
+        counter[0] += 1
+        return original(vector, k)
+
+    store.search_by_vector = counted  # type: ignore[method-assign]
+    return lambda: counter[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--cosine", type=float, default=0.2, help="mean pairwise cosine")
+    parser.add_argument("--store", choices=sorted(STORES), default="faiss")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--background", type=int, default=2000)
+    args = parser.parse_args()
+    print(
+        f"# StoreIndex at scale ({platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, numpy {np.__version__})"
+    )
+    for n in args.sizes:
+        run(n, args.dim, args.cosine, args.store, args.queries, args.background)
+
+
+if __name__ == "__main__":
+    main()

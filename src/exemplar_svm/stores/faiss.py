@@ -1,0 +1,161 @@
+"""A FAISS index as a :class:`~exemplar_svm.stores.VectorStore` (extra ``faiss``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from exemplar_svm._checks import as_matrix, check_count, check_k
+from exemplar_svm._optional import require
+from exemplar_svm.stores import Metric
+
+#: How FAISS labels (what ``index.search`` returns) map to document ids.
+IdMap = Union[Sequence[str], Mapping[int, str], None]  # noqa: UP007
+
+
+class FaissStore:
+    """A FAISS index in this process, searched and sampled in place.
+
+    Parameters
+    ----------
+    index : faiss.Index
+        Any index that can reconstruct its vectors: ``IndexFlatIP``, ``IndexFlatL2``,
+        ``IndexHNSWFlat``, ``IndexIDMap`` / ``IndexIDMap2`` over one of those, or an IVF index
+        after ``index.make_direct_map()``. LangChain's ``FAISS`` keeps it in ``index`` and
+        LlamaIndex's ``FaissVectorStore`` in ``client``.
+    ids : sequence of str, mapping of int to str, or None
+        The document id of each FAISS label (the numbers ``index.search`` returns: row
+        positions, or the ids given to ``add_with_ids`` of an ``IndexIDMap``). A list indexed
+        by label, a dict such as LangChain's ``FAISS.index_to_docstore_id``, or ``None`` for the
+        label itself as a string (what LlamaIndex's ``FaissVectorStore`` uses).
+
+    Notes
+    -----
+    The metric is the index's ``metric_type``: ``METRIC_INNER_PRODUCT`` is ``"ip"`` and
+    ``METRIC_L2`` is ``"l2"`` (LangChain's cosine strategy is inner product over normalised
+    vectors). The SVM's ranking through the store is exact with either only when the stored
+    vectors are unit-normalised; flat indexes search exactly, HNSW as well as its
+    ``efSearch`` allows. :meth:`sample` reconstructs uniformly drawn rows directly: it costs
+    ``size`` reconstructions and no scan.
+    """
+
+    def __init__(self, index: Any, ids: IdMap = None) -> None:
+        faiss = require("faiss", extra="faiss")
+        self.index = index
+        self.ids = ids
+        # A plain IndexIDMap cannot reconstruct by label; its inner index can, by row.
+        self._id_map = isinstance(index, faiss.IndexIDMap)
+        self._inner = faiss.downcast_index(index.index) if self._id_map else index
+        if index.metric_type == faiss.METRIC_INNER_PRODUCT:
+            self._metric: Metric = "ip"
+        elif index.metric_type == faiss.METRIC_L2:
+            self._metric = "l2"
+        else:
+            raise ValueError(
+                f"the FAISS index uses metric_type {index.metric_type}; the exemplar SVM needs "
+                "METRIC_INNER_PRODUCT (over unit-normalised vectors) or METRIC_L2"
+            )
+        if index.ntotal:
+            try:
+                self._inner.reconstruct(0)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"the FAISS index {type(self._inner).__name__} cannot return its stored "
+                    "vectors, which the exemplar SVM trains on: call index.make_direct_map() on "
+                    "an IVF index, or use an index that keeps them (IndexFlatIP, IndexHNSWFlat, "
+                    f"IndexIDMap2): {str(exc).splitlines()[-1]}"
+                ) from None
+        # Lookups built on first use and rebuilt when the index has grown (documents added
+        # through the framework's store after this wrapper was made).
+        self._seen = -1
+        self._labels: NDArray[np.int64] | None = None
+        self._rows: dict[int, int] | None = None
+        self._label_of: dict[str, int] | None = None
+
+    def _current(self) -> None:
+        if self._seen == self.index.ntotal:
+            return
+        faiss = require("faiss", extra="faiss")
+        self._seen = int(self.index.ntotal)
+        self._labels = faiss.vector_to_array(self.index.id_map) if self._id_map else None
+        self._rows = None
+        self._label_of = None
+
+    @property
+    def metric(self) -> Metric:
+        return self._metric
+
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def nearest(self, vector: ArrayLike, k: int) -> tuple[list[str], NDArray[np.float32]]:
+        labels = self._search(vector, k)
+        return [self._id(label) for label in labels], self._reconstruct(self._row(labels))
+
+    def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
+        return [self._id(label) for label in self._search(vector, k)]
+
+    def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
+        n = self.count()
+        size = min(check_count(size, "size"), n)
+        rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+        self._current()
+        labels = rows if self._labels is None else self._labels[rows]
+        return [self._id(int(label)) for label in labels], self._reconstruct(rows)
+
+    def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        self._current()
+        if self._label_of is None:
+            self._label_of = self._reverse()
+        labels = []
+        for item in ids:
+            label = self._label_of.get(item)
+            if label is None:
+                raise ValueError(
+                    f"unknown id {item!r}: the FAISS index has no document with it; check the "
+                    "id, or pass ids= mapping every FAISS label to its document id"
+                )
+            labels.append(label)
+        return self._reconstruct(self._row(labels))
+
+    def _search(self, vector: ArrayLike, k: int) -> list[int]:
+        query = as_matrix(vector, "vector", dim=self.index.d, dtype=np.float32)
+        if query.shape[0] != 1:
+            raise ValueError(f"pass one query vector, got {query.shape[0]}")
+        _, labels = self.index.search(query, min(check_k(k), max(self.count(), 1)))
+        # FAISS pads with -1 when fewer than k documents are found.
+        return [int(label) for label in labels[0] if label >= 0]
+
+    def _id(self, label: int) -> str:
+        if self.ids is None:
+            return str(label)
+        try:
+            return self.ids[label]
+        except (IndexError, KeyError):
+            raise ValueError(
+                f"FAISS label {label} has no document id in ids= (it maps "
+                f"{len(self.ids)} labels for {self.count()} vectors); rebuild the id map"
+            ) from None
+
+    def _row(self, labels: list[int]) -> NDArray[np.int64]:
+        self._current()
+        if self._labels is None:
+            return np.asarray(labels, dtype=np.int64)
+        if self._rows is None:
+            self._rows = {int(label): row for row, label in enumerate(self._labels)}
+        return np.asarray([self._rows[label] for label in labels], dtype=np.int64)
+
+    def _reverse(self) -> dict[str, int]:
+        labels = range(self.count()) if self._labels is None else self._labels.tolist()
+        return {self._id(int(label)): int(label) for label in labels}
+
+    def _reconstruct(self, rows: NDArray[np.int64]) -> NDArray[np.float32]:
+        if len(rows) == 0:
+            return np.empty((0, self.index.d), dtype=np.float32)
+        return np.asarray(self._inner.reconstruct_batch(rows), dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"FaissStore({type(self.index).__name__}, metric={self.metric!r})"

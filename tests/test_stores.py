@@ -1,0 +1,350 @@
+"""The VectorStore implementations against real engines: a Chroma server on loopback, Milvus
+Lite in a temporary file, FAISS in process, and the in-memory ExemplarIndex.
+
+Every store holds the same 300 unit vectors, so all three metrics rank them by ``x @ q`` and
+every answer can be checked against numpy.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from exemplar_svm import ExemplarIndex
+from exemplar_svm.stores import VectorStore
+
+N, DIM = 300, 16
+IDS = [f"doc-{row:03d}" for row in range(N)]
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((rows, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+DATA = unit(N, seed=7)
+ROW = {item: row for row, item in enumerate(IDS)}
+
+
+# -- engines -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def milvus_client(milvus_uri: str) -> Iterator[Any]:
+    pymilvus = pytest.importorskip("pymilvus")
+    client = pymilvus.MilvusClient(milvus_uri)
+    yield client
+    client.close()
+
+
+def chroma_collection(client: Any, name: str, **options: Any) -> Any:
+    collection = client.get_or_create_collection(name, **options)
+    for start in range(0, N - collection.count(), 100):
+        collection.add(ids=IDS[start : start + 100], embeddings=DATA[start : start + 100])
+    return collection
+
+
+def milvus_collection(
+    client: Any, name: str, metric: str, *, int_ids: bool = False, vector: str = "embedding"
+) -> None:
+    from pymilvus import DataType
+
+    if client.has_collection(name):
+        return
+    schema = client.create_schema(auto_id=False)
+    if int_ids:
+        schema.add_field("key", DataType.INT64, is_primary=True)
+    else:
+        schema.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=32)
+    schema.add_field(vector, DataType.FLOAT_VECTOR, dim=DIM)
+    index = client.prepare_index_params()
+    # FLAT searches exactly; Milvus Lite 3's AUTOINDEX is HNSW.
+    index.add_index(vector, metric_type=metric, index_type="FLAT")
+    client.create_collection(name, schema=schema, index_params=index)
+    keys = range(1000, 1000 + N) if int_ids else IDS
+    primary = "key" if int_ids else "doc_id"
+    client.insert(
+        name, [{primary: key, vector: row.tolist()} for key, row in zip(keys, DATA, strict=True)]
+    )
+
+
+def faiss_store(kind: str) -> VectorStore:
+    import faiss
+
+    from exemplar_svm.stores.faiss import FaissStore
+
+    if kind == "flat-ip":
+        index = faiss.IndexFlatIP(DIM)
+    elif kind == "flat-l2":
+        index = faiss.IndexFlatL2(DIM)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = N
+    else:
+        # Labels that are not row positions, mapped like LangChain's index_to_docstore_id.
+        index = faiss.IndexIDMap(faiss.IndexFlatIP(DIM))
+        labels = np.arange(N, dtype=np.int64) * 7 + 100
+        index.add_with_ids(DATA, labels)
+        return FaissStore(
+            index, {int(label): item for label, item in zip(labels, IDS, strict=True)}
+        )
+    index.add(DATA)
+    return FaissStore(index, IDS)
+
+
+#: Every store under test and the metric it must report.
+STORES: dict[str, str] = {
+    "memory": "cosine",
+    "chroma-cosine": "cosine",
+    "chroma-ip": "ip",
+    "chroma-default": "l2",
+    "milvus-cosine": "cosine",
+    "milvus-ip": "ip",
+    "milvus-l2": "l2",
+    "faiss-flat-ip": "ip",
+    "faiss-flat-l2": "l2",
+    "faiss-hnsw": "ip",
+    "faiss-idmap": "ip",
+}
+
+
+def build(name: str, request: pytest.FixtureRequest) -> VectorStore:
+    engine, _, kind = name.partition("-")
+    if engine == "memory":
+        index = ExemplarIndex(DATA, IDS)
+        if not isinstance(index, VectorStore):
+            pytest.skip("ExemplarIndex does not implement the VectorStore protocol yet")
+        return index
+    if engine == "chroma":
+        from exemplar_svm.stores.chroma import ChromaStore
+
+        client = request.getfixturevalue("chroma_client")
+        # A high ef makes Chroma's HNSW exact on 300 vectors; "default" keeps Chroma's l2.
+        hnsw = {"ef_search": N, "ef_construction": N}
+        options = {} if kind == "default" else {"configuration": {"hnsw": {"space": kind, **hnsw}}}
+        return ChromaStore(chroma_collection(client, f"conformance-{kind}", **options))
+    if engine == "milvus":
+        from exemplar_svm.stores.milvus import MilvusStore
+
+        client = request.getfixturevalue("milvus_client")
+        milvus_collection(client, f"conformance_{kind}", kind.upper())
+        return MilvusStore(client, f"conformance_{kind}")
+    pytest.importorskip("faiss")
+    return faiss_store(kind)
+
+
+@pytest.fixture(scope="session")
+def store_cache() -> dict[str, VectorStore]:
+    return {}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.slow] if name.startswith("chroma") else [])
+        for name in STORES
+    ]
+)
+def store(request: pytest.FixtureRequest, store_cache: dict[str, VectorStore]) -> VectorStore:
+    name = request.param
+    if name not in store_cache:
+        store_cache[name] = build(name, request)
+    return store_cache[name]
+
+
+def exact(query: np.ndarray, k: int) -> list[str]:
+    return [IDS[row] for row in np.argsort(-(DATA @ query), kind="stable")[:k]]
+
+
+def assert_stored(ids: list[str], vectors: np.ndarray) -> None:
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(ids), DIM)
+    np.testing.assert_allclose(vectors, DATA[[ROW[item] for item in ids]], atol=1e-5)
+
+
+# -- the protocol ----------------------------------------------------------------------------
+
+
+def test_metric_count_and_protocol(store: VectorStore, request: pytest.FixtureRequest) -> None:
+    assert isinstance(store, VectorStore)
+    assert store.metric == STORES[request.node.callspec.params["store"]]
+    assert store.count() == N
+
+
+def test_nearest_is_the_exact_ranking(store: VectorStore) -> None:
+    for query in unit(3, seed=11):
+        ids, vectors = store.nearest(query, 10)
+        assert ids == exact(query, 10)
+        assert_stored(ids, vectors)
+        assert store.search_by_vector(query, 10) == ids
+
+
+def test_nearest_returns_at_most_the_store(store: VectorStore) -> None:
+    ids, vectors = store.nearest(DATA[0], N + 50)
+    assert sorted(ids) == IDS
+    assert vectors.shape == (N, DIM)
+
+
+def test_fetch_keeps_the_asked_order(store: VectorStore) -> None:
+    asked = ["doc-250", "doc-003", "doc-117", "doc-003"]
+    assert_stored(asked, store.fetch(asked))
+    assert store.fetch([]).shape == (0, DIM)
+
+
+def test_fetch_names_an_unknown_id(store: VectorStore) -> None:
+    with pytest.raises(ValueError, match="no-such-doc"):
+        store.fetch(["doc-001", "no-such-doc"])
+
+
+def test_sample_is_distinct_deterministic_and_stored(store: VectorStore) -> None:
+    ids, vectors = store.sample(40, seed=3)
+    assert len(ids) == len(set(ids)) == 40
+    assert_stored(ids, vectors)
+    again, vectors_again = store.sample(40, seed=3)
+    assert again == ids
+    np.testing.assert_array_equal(vectors_again, vectors)
+    assert store.sample(40, seed=4)[0] != ids
+
+
+def test_sample_is_capped_at_the_store(store: VectorStore) -> None:
+    ids, vectors = store.sample(N + 100, seed=0)
+    assert sorted(ids) == IDS
+    assert_stored(ids, vectors)
+    ids, vectors = store.sample(0, seed=0)
+    assert ids == []
+    assert vectors.shape == (0, DIM)
+
+
+def test_sample_is_uniform(store: VectorStore) -> None:
+    """Every decile of the insertion order gets its share, and a sample is not made of runs of
+    neighbours (as contiguous pages would be)."""
+    rounds, size = 40, 30
+    counts = np.zeros(N)
+    neighbours = []
+    for seed in range(rounds):
+        rows = np.sort([ROW[item] for item in store.sample(size, seed=seed)[0]])
+        counts[rows] += 1
+        neighbours.append(int(np.sum(np.diff(rows) == 1)))
+    per_decile = counts.reshape(10, -1).sum(axis=1)
+    expected = rounds * size / 10
+    # Sd of a decile's count is about sqrt(1200 * 0.1 * 0.9) = 10; allow 4 sd.
+    assert np.all(np.abs(per_decile - expected) < 40), per_decile
+    # A simple random sample of 30 of 300 has about 2.9 neighbouring pairs; runs have ~29.
+    assert np.mean(neighbours) < 6, neighbours
+
+
+# -- engine specifics ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_chroma_metric_from_metadata(chroma_client: Any) -> None:
+    from exemplar_svm.stores.chroma import ChromaStore
+
+    collection = chroma_client.create_collection("legacy-space", metadata={"hnsw:space": "ip"})
+    assert ChromaStore(collection).metric == "ip"
+
+
+@pytest.mark.slow
+def test_chroma_samples_across_pages(chroma_client: Any) -> None:
+    from exemplar_svm.stores.chroma import ChromaStore
+
+    collection = chroma_collection(chroma_client, "pages")
+    small_pages = ChromaStore(collection, page_size=7, workers=3)
+    ids, vectors = small_pages.sample(60, seed=5)
+    assert_stored(ids, vectors)
+    assert ids == ChromaStore(collection).sample(60, seed=5)[0]
+
+
+def test_milvus_integer_keys(milvus_client: Any) -> None:
+    from exemplar_svm.stores.milvus import MilvusStore
+
+    milvus_collection(milvus_client, "integer_keys", "COSINE", int_ids=True, vector="vector")
+    store = MilvusStore(milvus_client, "integer_keys")
+    assert store.id_field == "key"
+    ids, vectors = store.nearest(DATA[5], 3)
+    assert ids[0] == "1005"
+    np.testing.assert_allclose(store.fetch(ids), vectors)
+    sample, _ = store.sample(20, seed=1)
+    assert all(item.isdigit() for item in sample)
+    with pytest.raises(ValueError, match=r"'doc-1'.*integer primary keys"):
+        store.fetch(["doc-1"])
+    with pytest.raises(ValueError, match="'999'"):
+        store.fetch(["999"])
+
+
+def test_milvus_loads_a_released_collection_and_checks_fields(milvus_client: Any) -> None:
+    from exemplar_svm.stores.milvus import MilvusStore
+
+    milvus_collection(milvus_client, "released", "IP")
+    milvus_client.release_collection("released")
+    store = MilvusStore(milvus_client, "released", vector_field="embedding", id_field="doc_id")
+    assert store.search_by_vector(DATA[9], 1) == ["doc-009"]
+    with pytest.raises(ValueError, match="no collection 'missing'"):
+        MilvusStore(milvus_client, "missing")
+    with pytest.raises(ValueError, match="not the primary key"):
+        MilvusStore(milvus_client, "released", id_field="embedding")
+    with pytest.raises(ValueError, match="no field 'vec'"):
+        MilvusStore(milvus_client, "released", vector_field="vec")
+
+
+def test_faiss_refuses_an_index_without_its_vectors() -> None:
+    faiss = pytest.importorskip("faiss")
+    from exemplar_svm.stores.faiss import FaissStore
+
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(DIM), DIM, 4)
+    index.train(DATA)
+    index.add(DATA)
+    with pytest.raises(ValueError, match="make_direct_map"):
+        FaissStore(index, IDS)
+    index.make_direct_map()
+    assert_stored(*FaissStore(index, IDS).sample(10, seed=0))
+
+
+def test_faiss_id_maps() -> None:
+    faiss = pytest.importorskip("faiss")
+    from exemplar_svm.stores.faiss import FaissStore
+
+    index = faiss.IndexIDMap2(faiss.IndexFlatL2(DIM))
+    index.add_with_ids(DATA, np.arange(N, dtype=np.int64) + 5000)
+    store = FaissStore(index)  # LlamaIndex's ids: the label as a string
+    assert store.metric == "l2"
+    assert store.search_by_vector(DATA[2], 1) == ["5002"]
+    np.testing.assert_allclose(store.fetch(["5010"]), DATA[10:11])
+    with pytest.raises(ValueError, match="rebuild the id map"):
+        FaissStore(index, IDS[:10]).search_by_vector(DATA[2], 1)
+    with pytest.raises(ValueError, match="metric_type"):
+        FaissStore(faiss.IndexFlat(DIM, faiss.METRIC_L1))
+
+
+def test_faiss_follows_documents_added_after_wrapping() -> None:
+    faiss = pytest.importorskip("faiss")
+    from exemplar_svm.stores.faiss import FaissStore
+
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    index.add_with_ids(DATA[:100], np.arange(100, dtype=np.int64))
+    store = FaissStore(index)
+    np.testing.assert_allclose(store.fetch(["5"]), DATA[5:6])
+    index.add_with_ids(DATA[100:], np.arange(100, N, dtype=np.int64))
+    np.testing.assert_allclose(store.fetch([str(N - 1)]), DATA[N - 1 :])
+    assert store.nearest(DATA[N - 2], 1)[0] == [str(N - 2)]
+    assert len(set(store.sample(N, seed=0)[0])) == N
+
+
+@pytest.mark.parametrize(
+    ("module", "engine"),
+    [("chroma", "chromadb"), ("milvus", "pymilvus"), ("faiss", "faiss")],
+)
+def test_engines_are_imported_only_when_used(module: str, engine: str) -> None:
+    code = (
+        f"import sys; sys.modules[{engine!r}] = None\n"
+        f"import exemplar_svm.stores.{module} as m\n"
+        "cls = next(v for k, v in vars(m).items() if k.endswith('Store') and k != 'VectorStore')\n"
+        "try:\n    cls(None, 'x') if cls.__name__ == 'MilvusStore' else cls(None)\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"exemplar-svm[{module}]" in done.stdout, done.stdout + done.stderr
