@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--cosine", type=float, default=0.2, help="mean pairwise cosine")
     parser.add_argument("--store", choices=sorted(STORES), default="faiss")
     parser.add_argument("--queries", type=int, default=20)
-    parser.add_argument("--background", type=int, default=2000)
+    parser.add_argument("--background", type=int, default=4000)
     args = parser.parse_args()
     print(
         f"# StoreIndex at scale ({platform.processor() or platform.machine()}, "

@@ -8,8 +8,9 @@ stands in for all the others:
 1. Train a first model against the cached background sample alone, each sampled document
    standing for ``count / len(sample)`` documents, and estimate from it how many documents lie
    inside the SVM's margin: the documents the full SVM has to see.
-2. Fetch, at the same time, the ``candidates`` nearest documents of the query and that many (at
-   most ``max_candidates``) of the documents the first model ranks highest, with their vectors.
+2. Fetch, with their vectors and at the same time, the ``candidates`` nearest documents of the
+   query and that many (at most ``max_candidates``) of the documents the first model ranks
+   highest.
 3. Train on the fetched documents (weight 1 each) plus the background documents that were not
    fetched, which stand for the rest of the store (each weighs ``rest / their number``): an
    unbiased estimate of the full loss, stratified by what was fetched.
@@ -57,9 +58,9 @@ from exemplar_svm.index import (
 from exemplar_svm.stores import METRICS, VectorStore
 
 F64 = np.float64
-DEFAULT_BACKGROUND = 2000
+DEFAULT_BACKGROUND = 4000
 DEFAULT_CANDIDATES = 256
-DEFAULT_MAX_CANDIDATES = 4096
+DEFAULT_MAX_CANDIDATES = 8192
 # Stored vectors count as unit-normalised within this tolerance (float32 embeddings).
 _UNIT_TOLERANCE = 1e-3
 # Fetch this many times the margin violators the sample predicts: the estimate is noisy.
@@ -76,14 +77,17 @@ class _Pool:
     # Each fetch covers the documents with ``direction @ x >= threshold`` (its last score).
     regions: list[tuple[NDArray[F64], float]]
 
-    def add(self, ids: list[str], vectors: NDArray[F64], direction: NDArray[F64]) -> None:
+    def add(self, ids: list[str], vectors: NDArray[F64], direction: NDArray[F64] | None) -> None:
+        """Add fetched documents; ``direction`` is what the store ranked them by, if anything:
+        they are its top, so it covers every document that scores as high."""
         new = [i for i, item in enumerate(ids) if item not in self.position]
         for i in new:
             self.position[ids[i]] = len(self.ids)
             self.ids.append(ids[i])
         self.vectors = np.vstack([self.vectors, vectors[new]])
-        scores = vectors @ direction
-        self.regions.append((direction, float(scores.min()) if len(scores) else math.inf))
+        if direction is not None:
+            scores = vectors @ direction
+            self.regions.append((direction, float(scores.min()) if len(scores) else math.inf))
 
     def bound(self, direction: NDArray[F64]) -> float:
         """An upper bound of ``direction @ x`` over every unit ``x`` outside the fetched regions.
@@ -117,13 +121,13 @@ class StoreIndex:
     ----------
     store : VectorStore
         The vector database (see :mod:`exemplar_svm.stores`); its ids name the results.
-    background : int, default=2000
+    background : int, default=4000
         Size of the random sample that stands for the documents not fetched. Drawn once, on the
         first search, and kept until :meth:`refresh_background`. A background at least as large
         as the store makes the search exact.
     candidates : int, default=256
         Nearest documents of the query fetched (with vectors) on every search.
-    max_candidates : int, default=4096
+    max_candidates : int, default=8192
         At most this many more documents fetched, those the first model ranks highest.
     seed : int, default=0
         Seed of the background sample.
@@ -278,28 +282,21 @@ class StoreIndex:
 
         trainer = _Trainer(pool, options, total, named, sample, sample_ids)
         # A first model against the background alone says where the margin lies, before any
-        # store query, so the two fetches (the query's neighbours and the documents near the
-        # margin) can run at the same time.
+        # store query, so both fetches (the query's neighbours, and the documents that model
+        # ranks highest: the ones the full SVM has to see) can run at the same time.
         guess = trainer.train(positive_set, neg_vectors, centroid)
-        extra = int(
-            min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * trainer.violators(guess)))
-        )
         norm = float(np.linalg.norm(guess[0]))
-        if norm == 0:  # the positives look like the background: nothing to aim at yet
-            extra = 0
-        near_margin = guess[0] / (norm or 1.0)
-        with ThreadPoolExecutor(max_workers=2) as workers:
-            neighbours = workers.submit(
-                self._nearest, knn_direction, min(total, self.candidates + len(named))
-            )
-            margin = (
-                workers.submit(self._nearest, near_margin, min(total, extra + len(named)))
-                if extra
-                else None
-            )
-            pool.add(*neighbours.result(), knn_direction)
-            if margin is not None:
-                pool.add(*margin.result(), near_margin)
+        extra = min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * trainer.violators(guess)))
+        fetches = [(knn_direction, self.candidates)]
+        if norm and extra:  # a zero model (positives like the background) aims nowhere
+            fetches.append((guess[0] / norm, extra))
+        with ThreadPoolExecutor(max_workers=len(fetches)) as workers:
+            futures = [
+                (aim, workers.submit(self._nearest, aim, min(total, size + len(named))))
+                for aim, size in fetches
+            ]
+            for aim, future in futures:
+                pool.add(*future.result(), aim)
         trainer.pick_feedback(knn_direction)
         model = trainer.train(positive_set, neg_vectors, centroid)
 
@@ -378,17 +375,34 @@ class _Trainer:
         self.rest_weight = 0.0
 
     def pick_feedback(self, knn_direction: NDArray[F64]) -> None:
-        """The nearest documents by kNN become positives (feedback) or weighted negatives."""
+        """The nearest documents by kNN become positives (feedback) or weighted negatives.
+
+        They are looked for among the fetched documents and the background (with a background
+        as large as the store, that is every document); those found in the background join
+        the fetched ones.
+        """
         pool = self.pool
-        rows = [row for row, item in enumerate(pool.ids) if item not in self.named]
-        scores = pool.vectors[rows] @ knn_direction
-        ranked = [pool.ids[rows[i]] for i in np.lexsort((np.arange(len(rows)), -scores))]
+        fresh = [
+            row
+            for row, item in enumerate(self.sample_ids)
+            if item not in pool.position and not self.sample_named[row]
+        ]
+        ids = [item for item in pool.ids if item not in self.named]
+        vectors = pool.vectors[[pool.position[item] for item in ids]]
+        ids += [self.sample_ids[row] for row in fresh]
+        vectors = np.vstack([vectors, self.sample[fresh]])
+        scores = vectors @ knn_direction
+        order = np.lexsort((np.arange(len(ids)), -scores))
         # At most half the candidates, so a small store keeps negatives to train against.
         feedback = min(self.options.get("feedback", 0), (self.total - len(self.named)) // 2)
-        self.feedback = ranked[:feedback]
         unlabeled = self.total - len(self.named) - feedback
-        hard = min(self.options.get("hard_negatives", 0), unlabeled - 1)
-        self.hard = ranked[feedback : feedback + max(hard, 0)]
+        hard = max(min(self.options.get("hard_negatives", 0), unlabeled - 1), 0)
+        chosen = order[: feedback + hard]
+        missing = [row for row in chosen if ids[row] not in pool.position]
+        if missing:
+            pool.add([ids[row] for row in missing], vectors[missing], None)
+        self.feedback = [ids[row] for row in chosen[:feedback]]
+        self.hard = [ids[row] for row in chosen[feedback:]]
 
     def train(
         self, positive_set: NDArray[F64], neg_vectors: NDArray[F64], centroid: NDArray[F64]
