@@ -319,21 +319,9 @@ class ExemplarIndex:
         list of Hit
         """
         k = check_k(k)
-        checked = check_search_options(
-            {
-                "mode": mode,
-                "C": C,
-                "negative_weight": negative_weight,
-                "prior": prior,
-                "prior_direction": prior_direction,
-                "feedback": feedback,
-                "feedback_weight": feedback_weight,
-                "hard_negatives": hard_negatives,
-                "hard_negative_weight": hard_negative_weight,
-                "hybrid_weight": hybrid_weight,
-                "rocchio": rocchio,
-            }
-        )
+        # Every ranking option is a parameter of this method, named as in SEARCH_OPTIONS.
+        arguments = locals()
+        checked = check_search_options({name: arguments[name] for name in SEARCH_OPTIONS})
         C, negative_weight, prior = checked["C"], checked["negative_weight"], checked["prior"]
         feedback, feedback_weight = checked["feedback"], checked["feedback_weight"]
         hard_negatives = checked["hard_negatives"]

@@ -847,34 +847,30 @@ class _InMemoryStore:
     def __init__(self, vectorstore: Any) -> None:
         self._entries: dict[str, dict[str, Any]] = vectorstore.store
 
-    def _snapshot(self) -> tuple[list[str], NDArray[np.float32]]:
+    def _snapshot(self) -> ExemplarIndex | None:
+        """The current entries as an index (which ranks by cosine too), or None if empty."""
         items = list(self._entries.items())
-        ids = [key for key, _ in items]
         if not items:
-            return ids, np.empty((0, 0), dtype=np.float32)
-        return ids, np.asarray([entry["vector"] for _, entry in items], dtype=np.float32)
+            return None
+        return ExemplarIndex([entry["vector"] for _, entry in items], ids=[key for key, _ in items])
 
     def count(self) -> int:
         return len(self._entries)
 
     def nearest(self, vector: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
-        ids, vectors = self._snapshot()
-        if not ids:
-            return [], vectors
-        norms = np.linalg.norm(vectors, axis=1)
-        direction = np.asarray(vector, dtype=np.float32).ravel()
-        scores = (vectors @ direction) / np.where(norms > 0, norms, 1.0)
-        rows = np.argsort(-scores, kind="stable")[:k]
-        return [ids[row] for row in rows], vectors[rows]
+        index = self._snapshot()
+        return (
+            ([], np.empty((0, 0), dtype=np.float32)) if index is None else index.nearest(vector, k)
+        )
 
     def search_by_vector(self, vector: NDArray[np.float32], k: int) -> list[str]:
         return self.nearest(vector, k)[0]
 
     def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
-        ids, vectors = self._snapshot()
-        size = min(size, len(ids))
-        rows = np.sort(np.random.default_rng(seed).choice(len(ids), size, replace=False))
-        return [ids[row] for row in rows], vectors[rows] if len(ids) else vectors
+        index = self._snapshot()
+        return (
+            ([], np.empty((0, 0), dtype=np.float32)) if index is None else index.sample(size, seed)
+        )
 
     def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
         missing = next((item for item in ids if item not in self._entries), None)

@@ -47,6 +47,7 @@ from exemplar_svm.index import (
     DEFAULT_NEGATIVE_WEIGHT,
     DEFAULT_PRIOR,
     DEFAULT_ROCCHIO,
+    SEARCH_OPTIONS,
     Examples,
     Hit,
     Mode,
@@ -231,21 +232,9 @@ class StoreIndex:
         ``"hybrid"`` z-scores are estimated from the fetched documents and the background.
         """
         k = check_k(k)
-        options = check_search_options(
-            {
-                "mode": mode,
-                "C": C,
-                "negative_weight": negative_weight,
-                "prior": prior,
-                "prior_direction": prior_direction,
-                "feedback": feedback,
-                "feedback_weight": feedback_weight,
-                "hard_negatives": hard_negatives,
-                "hard_negative_weight": hard_negative_weight,
-                "hybrid_weight": hybrid_weight,
-                "rocchio": rocchio,
-            }
-        )
+        # Every ranking option is a parameter of this method, named as in SEARCH_OPTIONS.
+        arguments = locals()
+        options = check_search_options({name: arguments[name] for name in SEARCH_OPTIONS})
         sample_ids, sample = self._background()
         total = self.store.count()
         if total == 0 or not len(sample):
@@ -394,9 +383,9 @@ class _Trainer:
         scores = vectors @ knn_direction
         order = np.lexsort((np.arange(len(ids)), -scores))
         # At most half the candidates, so a small store keeps negatives to train against.
-        feedback = min(self.options.get("feedback", 0), (self.total - len(self.named)) // 2)
+        feedback = min(self.options["feedback"], (self.total - len(self.named)) // 2)
         unlabeled = self.total - len(self.named) - feedback
-        hard = max(min(self.options.get("hard_negatives", 0), unlabeled - 1), 0)
+        hard = max(min(self.options["hard_negatives"], unlabeled - 1), 0)
         chosen = order[: feedback + hard]
         missing = [row for row in chosen if ids[row] not in pool.position]
         if missing:
@@ -410,7 +399,7 @@ class _Trainer:
         pool, options = self.pool, self.options
         weights = np.ones(len(pool.ids))
         for item in self.hard:
-            weights[pool.position[item]] = options.get("hard_negative_weight", 0.0)
+            weights[pool.position[item]] = options["hard_negative_weight"]
         # Feedback documents are positives and named ones are passed on their own.
         for item in [*self.feedback, *self.named]:
             if item in pool.position:
@@ -428,14 +417,14 @@ class _Trainer:
         positives = np.vstack([positive_set, feedback])
         positive_weights = np.r_[
             np.ones(len(positive_set)),
-            np.full(len(feedback), options.get("feedback_weight", DEFAULT_FEEDBACK_WEIGHT)),
+            np.full(len(feedback), options["feedback_weight"]),
         ]
-        negative_weight = options.get("negative_weight", DEFAULT_NEGATIVE_WEIGHT)
+        negative_weight = options["negative_weight"]
         center = None
-        prior = options.get("prior", DEFAULT_PRIOR)
+        prior = options["prior"]
         if prior:
             direction = centroid
-            if options.get("prior_direction", "query") == "contrast":
+            if options["prior_direction"] == "contrast":
                 direction = direction_of((centroid - self._mean())[np.newaxis])
             center = prior * direction
         w, b, scores, _ = solve(
@@ -444,7 +433,7 @@ class _Trainer:
             row_weights,
             neg_vectors,
             np.full(len(neg_vectors), negative_weight),
-            options.get("C", DEFAULT_C),
+            options["C"],
             positive_weights=positive_weights,
             center=center,
         )
@@ -473,12 +462,12 @@ class _Trainer:
         store estimated from the pool and the weighted background.
         """
         w, b, _ = model
-        if self.options.get("mode", DEFAULT_MODE) != "hybrid":
+        if self.options["mode"] != "hybrid":
             return w, b
         keep = np.array([item not in self.named for item in self.pool.ids], dtype=bool)
         rows = np.vstack([self.pool.vectors[keep], self.rest])
         weights = np.r_[np.ones(int(keep.sum())), np.full(len(self.rest), self.rest_weight)]
-        share = self.options.get("hybrid_weight", DEFAULT_HYBRID_WEIGHT)
+        share = self.options["hybrid_weight"]
         direction = np.zeros_like(w)
         offset = 0.0
         for part, (u, c) in zip((share, 1 - share), ((w, b), (knn_direction, 0.0)), strict=True):
