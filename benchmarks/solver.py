@@ -1,7 +1,8 @@
 """Exemplar-SVM search vs brute-force kNN vs scikit-learn's LinearSVC, measured side by side.
 
-    python benchmarks/solver.py            # the full table (about 10 minutes on 2 cores)
-    python benchmarks/solver.py --quick    # smaller sizes, a minute
+    python benchmarks/solver.py              # the full table (about 2 minutes on 2 cores)
+    python benchmarks/solver.py --quick      # smaller sizes, a minute
+    python benchmarks/solver.py --threads 1  # every BLAS call on one thread (kNN's too)
 
 Every figure is a ratio measured in the same run, so a busy machine shifts them less:
 
@@ -11,6 +12,7 @@ Every figure is a ratio measured in the same run, so a busy machine shifts them 
 - exactness: the largest relative objective difference to scikit-learn's solution and the share
   of queries whose top 10 is the same;
 - peak extra memory of one search (tracemalloc) as a share of the corpus matrix;
+- how many passes over the corpus matrix one search makes (kNN makes one);
 - growth: the log-log slope of one search's time against n;
 - batches: per-query time of ``search_batch`` against one query at a time;
 - the index's one-off precomputation (corpus statistics).
@@ -104,17 +106,25 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
     index.search(queries[0], k=10, **SVM)  # the first search computes the corpus statistics
     precompute = time.perf_counter() - start
     vectors = index.vectors
-    rows: dict[str, list[float]] = {"knn": [], "ours": [], "sklearn": [], "gap": [], "same": []}
+    rows: dict[str, list[float]] = {
+        "knn": [],
+        "ours": [],
+        "sklearn": [],
+        "gap": [],
+        "same": [],
+        "passes": [],
+    }
     for query in queries:
         query = query / np.linalg.norm(query)
-        t_knn, _ = timed(lambda q=query: knn(vectors, q), repeat=5)
-        t_ours, hits = timed(lambda q=query: index.search(q, k=10, **SVM), repeat=3)
+        t_knn, _ = timed(lambda q=query: knn(vectors, q), repeat=7)
+        t_ours, hits = timed(lambda q=query: index.search(q, k=10, **SVM), repeat=5)
         rows["knn"].append(t_knn)
         rows["ours"].append(t_ours)
+        ours_model, passes = _our_model(index, query)
+        rows["passes"].append(passes)
         if with_sklearn:
             t_ref, (ref_top, ref_model) = timed(lambda q=query: sklearn_svm(vectors, q))
             rows["sklearn"].append(t_ref)
-            ours_model = _our_model(vectors, query)
             ref_obj = objective(ref_model, query, vectors, C=C)
             rows["gap"].append(abs(objective(ours_model, query, vectors, C=C) - ref_obj) / ref_obj)
             # Tie-aware: documents the reference scores equally (duplicates) may swap places.
@@ -135,6 +145,7 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
         ),
         "memory": memory,
         "precompute_s": precompute,
+        "passes": statistics.median(rows["passes"]),
     }
     if with_sklearn:
         result["sklearn_ms"] = 1e3 * statistics.median(rows["sklearn"])
@@ -146,18 +157,21 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
     return result
 
 
-def _our_model(corpus: np.ndarray, query: np.ndarray) -> LinearModel:
+def _our_model(index: ExemplarIndex, query: np.ndarray) -> tuple[LinearModel, int]:
+    """The model a search trains (the same solver call) and the corpus passes it made."""
     from exemplar_svm._solver import solve
 
-    coef, intercept, _, _ = solve(
+    corpus = index.vectors
+    coef, intercept, _, info = solve(
         query[np.newaxis].astype(np.float64),
         corpus,
         np.ones(len(corpus)),
         np.empty((0, corpus.shape[1])),
         np.empty(0),
         C,
+        stats=index._corpus.stats,
     )
-    return LinearModel(coef, intercept)
+    return LinearModel(coef, intercept), info.passes
 
 
 def shared_sets(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -221,12 +235,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument("--queries", type=int, default=5, help="queries per scenario")
+    parser.add_argument(
+        "--threads", type=int, help="BLAS threads for everything (default: the library's)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=args.threads, user_api="blas"):
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     quick = args.quick
     print(
         f"machine: {platform.processor() or platform.machine()}, "
         f"{len(__import__('os').sched_getaffinity(0))} cores, numpy {np.__version__}, "
-        f"python {platform.python_version()}\n"
+        f"python {platform.python_version()}, BLAS threads: {args.threads or 'default'}\n"
     )
 
     synthetic = [
@@ -243,14 +270,16 @@ def main() -> None:
         print(f"  done: {name}", flush=True)
 
     print(
-        "\n| data | n | d | kNN ms | ours ms | ours / kNN | sklearn ms | sklearn / ours "
-        "| max objective gap | same top 10 | peak extra memory / corpus | precompute s |"
+        "\n| data | n | d | kNN ms | ours ms | ours / kNN | corpus passes | sklearn ms "
+        "| sklearn / ours | max objective gap | same top 10 | peak extra memory / corpus "
+        "| precompute s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['name']} | {r['n']:,} | {r['d']} | {r['knn_ms']:.2f} | {r['ours_ms']:.1f} | "
-            f"{r['ratio_knn']:.1f}x | {r.get('sklearn_ms', float('nan')):.0f} | "
+            f"{r['ratio_knn']:.1f}x | {r['passes']:.0f} | "
+            f"{r.get('sklearn_ms', float('nan')):.0f} | "
             f"{r.get('speedup', float('nan')):.0f}x | {r.get('gap', float('nan')):.1e} | "
             f"{r.get('same', float('nan')):.0%} | {r['memory']:.2f} | {r['precompute_s']:.2f} |"
         )

@@ -167,10 +167,15 @@ def test_large_working_sets_use_the_corpus_in_place() -> None:
     assert_same_solution(corpus[:1], corpus[1:], 0.01)
 
 
-def test_solver_reports_what_it_did() -> None:
+@pytest.mark.parametrize(
+    ("rows", "C", "gathered"),
+    [(20_000, 0.1, True), (2000, 0.1, False)],
+    ids=["working set gathered", "whole corpus in place"],
+)
+def test_solver_reports_what_it_did(rows: int, C: float, gathered: bool) -> None:
     from exemplar_svm._solver import as_corpus, solve
 
-    corpus = clustered(2000, 32, seed=11)
+    corpus = clustered(rows, 32, seed=11)
     weights = np.ones(len(corpus))
     weights[0] = 0.0  # the query's own row is left out
     coef, intercept, scores, info = solve(
@@ -179,16 +184,62 @@ def test_solver_reports_what_it_did() -> None:
         weights,
         np.empty((0, 32)),
         np.empty(0),
-        0.1,
+        C,
     )
-    assert info.passes == info.rounds + 1 and info.rounds >= 1
-    assert info.support_vectors <= info.working_set < len(corpus)
+    assert info.rounds >= 1 and info.support_vectors <= info.working_set
+    if gathered:  # a seed pass, then one pass per round to verify (and score)
+        assert info.passes == info.rounds + 1 and info.working_set < len(corpus) - 1
+    else:  # a seed pass, a gradient per subspace and the outputs of each new direction
+        assert info.passes == 2 + 2 * info.directions and info.working_set == len(corpus) - 1
     np.testing.assert_allclose(scores, corpus @ coef + intercept, rtol=1e-4, atol=1e-4)
-    ref = reference(corpus[:1], corpus[1:], 0.1)
+    ref = reference(corpus[:1], corpus[1:], C)
     ours = LinearModel(coef, intercept)
     assert abs(
         objective(ours, corpus[:1], corpus[1:]) - objective(ref, corpus[:1], corpus[1:])
     ) <= 1e-6 * objective(ref, corpus[:1], corpus[1:])
+
+
+@pytest.mark.parametrize("C", [0.01, 0.1])
+def test_float32_passes_with_corpus_statistics_match_liblinear(C: float) -> None:
+    # Over 2**20 entries the passes run in float32, and with an index's statistics the seed is
+    # whitened and the subspace starts with the principal axes: still the same optimum.
+    from exemplar_svm._solver import CorpusStats, as_corpus, solve
+
+    data = clustered(3001, 400, seed=21)
+    query, corpus = data[:1].astype(np.float64), as_corpus(data[1:])
+    stats = CorpusStats.of(corpus)
+    coef, intercept, scores, _ = solve(
+        query, corpus, np.ones(3000), np.empty((0, 400)), np.empty(0), C, stats=stats
+    )
+    assert stats.axes(corpus)[1].shape == (3000, 8)
+    ours = LinearModel(coef, intercept)
+    ref = reference(query, corpus, C)
+    ref_obj = objective(ref, query, corpus, C=C)
+    assert abs(objective(ours, query, corpus, C=C) - ref_obj) <= 1e-6 * ref_obj
+    ref_scores = ref.decision_function(corpus)
+    top = np.argsort(-scores, kind="stable")[:10]
+    np.testing.assert_allclose(ref_scores[top], np.sort(ref_scores)[::-1][:10], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-5)
+
+
+def test_principal_axes_and_their_outputs() -> None:
+    from exemplar_svm._solver import CorpusStats, as_corpus
+
+    corpus = as_corpus(clustered(500, 40, seed=22))
+    stats = CorpusStats.of(corpus)
+    axes, projection = stats.axes(corpus)
+    assert axes.shape == (40, 8)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(8), atol=1e-10)
+    np.testing.assert_allclose(projection, corpus.astype(np.float64) @ axes, atol=1e-12)
+    # They capture about as much variance as the 8 leading eigenvectors of the covariance.
+    centred = corpus.astype(np.float64) - corpus.mean(axis=0)
+    top = np.linalg.eigvalsh(centred.T @ centred / len(corpus))[::-1][:8]
+    assert np.var(centred @ axes, axis=0).sum() >= 0.95 * top.sum()
+    # New rows: the axes are recomputed from the updated second moment on first use.
+    more = as_corpus(clustered(100, 40, seed=23))
+    grown = stats.extended(corpus, more)
+    both = np.vstack([corpus, more])
+    assert grown.axes(both)[1].shape == (600, 8)
 
 
 def test_prior_center_is_the_optimum_of_the_centred_objective() -> None:
@@ -222,3 +273,12 @@ def test_seed_fit_on_the_top_rows_still_reaches_the_optimum(monkeypatch) -> None
     corpus = clustered(3000, 32, seed=20)
     assert_same_solution(corpus[:1], corpus[1:], 0.1)
     assert_same_solution(corpus[:2], corpus[2:], 0.01)
+
+
+def test_a_full_subspace_drops_old_directions_and_still_reaches_the_optimum(monkeypatch) -> None:
+    import exemplar_svm._solver as solver
+
+    monkeypatch.setattr(solver, "_GRADIENT_DIRECTIONS", 2)  # far fewer than the solve takes
+    corpus = clustered(3000, 32, seed=24)
+    assert_same_solution(corpus[:1], corpus[1:], 0.1)
+    assert_same_solution(corpus[:2], corpus[2:], 1.0)

@@ -1,29 +1,50 @@
-"""The exact exemplar-SVM solver: cutting planes over a working set, Newton-CG inside.
+"""The exact exemplar-SVM solver: cutting planes over a working set, subspace Newton inside.
 
 The problem is liblinear's L2-regularised squared hinge with a regularised bias::
 
     min_{w, b}  1/2 (|w|^2 + b^2) + sum_i k_i * max(0, 1 - y_i (w @ x_i + b))^2
 
-Only the rows with ``y_i (w @ x_i + b) < 1`` (the support vectors) shape the optimum, and for
-an exemplar SVM they are a small part of the corpus. So the solver
+Only the rows with ``y_i (w @ x_i + b) < 1`` (the support vectors) shape the optimum. So the
+solver
 
 1. ranks the corpus once by a seed direction (the whitened or plain mean difference between
    positives and negatives, i.e. the exemplar LDA) and fits scale and bias along it exactly;
 2. solves the problem restricted to a working set of the rows most likely to be support
    vectors, plus one aggregate row (the mean of all other rows, weighted by their count) that
-   keeps the restricted solution from drifting;
+   keeps the restricted solution from drifting. When the set would not fit the memory budget
+   (on clustered data a third of the corpus can be support vectors) the restricted problem is
+   the whole problem, solved on the corpus in place;
 3. scores the whole corpus with the result: if no row outside the working set violates the
    margin, the aggregate is inactive too, so the restricted optimum is the global one (the KKT
    conditions hold for every row) and those scores are the final ones; otherwise the violators
    join the working set and the solve restarts warm.
 
-The restricted problem is solved by Newton's method with conjugate gradients and an exact line
-search (the objective is piecewise quadratic). The corpus is read in float32 and never copied
-whole: the working set is gathered only while it is at most a quarter of the corpus.
+The restricted problem is solved over a growing subspace. Every direction in it comes with its
+outputs on every row, so the exact minimum over the whole subspace is a small (m-dimensional)
+piecewise-quadratic problem that needs no pass over the rows. Then one pass computes the exact
+gradient there, which is the next direction, and a second pass its outputs. On a quadratic this
+is conjugate gradients; here it also absorbs every change of the active set (Newton-CG starts
+over after each one), so it needs about as many passes as Newton-CG needs for its first Newton
+step. The subspace starts with the seed, the bias and a few leading directions of the corpus
+(the top principal axes, whose outputs an index keeps precomputed): they hold the few stiff
+directions of the Hessian (the rows' shared direction and their clusters), so that the
+gradient steps only have to deal with its well-conditioned bulk.
+
+The stopping test is on the exact gradient ``g``: since the Hessian is at least the identity,
+the solution is within ``|g|`` of the optimum, and every score within ``|g| |[x, 1]|``. The
+solver stops once that is below ``_SCORE_TOL`` for a row of typical length.
+
+The corpus is read in float32 and never copied whole: the working set is gathered only while it
+fits the memory budget, and a float32 sum of many rows (the gradient) is taken with centred
+weights, whose partial sums stay small. Float32 products see float32 numbers exactly: the
+directions are rounded to float32 before their outputs are computed, and a point's outputs are
+exact sums of those (rounding the point itself would shift every output along the rows' shared
+direction, an error the Hessian magnifies a thousandfold).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,18 +54,30 @@ from numpy.typing import NDArray
 F32 = np.float32
 F64 = np.float64
 
-# Newton stops when the gradient has shrunk this much; float32 products cannot go much further.
-_GRADIENT_TOL = 1e-6
-# While the working set is still growing, a rough solution finds the violators as well.
-_LOOSE_TOL = 1e-2
-_MAX_NEWTON = 200
+# Scores end within about this much of the optimum's (see the module's docstring).
+_SCORE_TOL = 1e-6
+_MAX_NEWTON = 100
 _MAX_ROUNDS = 30
+# Gradient directions one restricted solve may add (far more than it takes), and how many the
+# subspace keeps at once (the oldest make way: their outputs are n numbers each).
+_MAX_DIRECTIONS = 60
+_GRADIENT_DIRECTIONS = 6
 # A row counts as a violator a little before the margin, so float32 rounding cannot hide one.
 _VIOLATION_SLACK = 1e-4
 # Gather rows only while they stay within this fraction of the corpus (the memory budget).
-_GATHER_FRACTION = 0.18
-# Rows the fit along the seed direction looks at (the top of the seed ranking).
-_SEED_FIT_ROWS = 8192
+_GATHER_FRACTION = 0.14
+# Rows the fit along the seed direction looks at (the top of the seed ranking); the working set
+# is picked among them too when they are enough.
+_SEED_FIT_ROWS = 16384
+# Below this many corpus entries a pass costs next to nothing, so it runs in float64: a
+# degenerate problem (all rows alike, w = 0 optimal) is then solved to float64 accuracy.
+_WIDE_ENTRIES = 1 << 20
+# Float64 passes over the float32 corpus go in blocks of 1/32 of the corpus (a block's float64
+# copy is temporary).
+_BLOCK_SHARE = 32
+# Principal axes of the corpus that start every subspace (with their outputs precomputed): more
+# than 8 saved no gradient step on clustered data.
+_AXES = 8
 
 
 @dataclass
@@ -52,32 +85,65 @@ class SolveInfo:
     """How a solve went: for benchmarks and tests."""
 
     rounds: int = 0
-    newton_steps: int = 0
-    cg_steps: int = 0
-    passes: int = 0
+    directions: int = 0  # gradient directions, one pass for their outputs each
+    newton_steps: int = 0  # steps of the small subspace problems (no pass over the rows)
+    passes: int = 0  # passes over the whole corpus
     working_set: int = 0
     support_vectors: int = 0
 
 
 @dataclass
 class _Rows:
-    """Rows of the restricted problem: a float32 block of corpus rows and a float64 block."""
+    """Rows of the restricted problem: corpus rows (``big``), then float64 ones (``small``).
 
-    big: NDArray[np.float32]  # corpus rows (gathered, or the whole corpus with zero costs)
-    gathered: bool  # big is a copy (counts against the memory budget)
-    big_y: NDArray[F64]
-    big_k: NDArray[F64]
+    Vectors acting on the rows are augmented: their last entry pairs with the constant 1 (the
+    bias).
+    """
+
+    big: NDArray[np.float32]  # gathered, or the whole corpus in place
+    whole: bool  # big is the corpus itself (a pass over it is a corpus pass)
+    wide: bool  # compute in float64 even though big is float32
+    big_sum: NDArray[F64]  # the big rows' sum
     small: NDArray[F64]  # positives, extra negatives and the aggregate row
-    small_y: NDArray[F64]
-    small_k: NDArray[F64]
+    y: NDArray[F64]  # labels of the big rows, then the small ones
+    k: NDArray[F64]  # their costs (0: not part of the problem)
 
-    def outputs(self, w: NDArray[F64], b: float) -> tuple[NDArray[F64], NDArray[F64]]:
-        big = (self.big @ w.astype(F32)).astype(F64) + b
-        return big, self.small @ w + b
+    def forward(self, v: NDArray[F64], info: SolveInfo) -> NDArray[F64]:
+        """Outputs of ``v`` (float32 numbers but for the bias) on every row."""
+        info.passes += self.whole
+        d = self.big.shape[1]
+        if self.wide:
+            step = _block_rows(len(self.big))
+            big = np.concatenate(
+                [
+                    self.big[start : start + step].astype(F64) @ v[:d]
+                    for start in range(0, len(self.big), step)
+                ]
+            )
+        else:
+            big = (self.big @ v[:d].astype(F32)).astype(F64)
+        return np.concatenate([big, self.small @ v[:d]]) + v[d]
 
-    def back(self, r_big: NDArray[F64], r_small: NDArray[F64]) -> NDArray[F64]:
-        """Sum of the rows weighted by ``r`` (the transpose product)."""
-        back: NDArray[F64] = (self.big.T @ r_big.astype(F32)).astype(F64) + self.small.T @ r_small
+    def back(self, r: NDArray[F64], info: SolveInfo) -> NDArray[F64]:
+        """``sum_i r_i [x_i, 1]``."""
+        info.passes += self.whole
+        split = len(self.big)
+        back = np.empty(self.big.shape[1] + 1)
+        if self.wide:
+            back[:-1] = 0.0
+            step = _block_rows(split)
+            for start in range(0, split, step):
+                stop = min(start + step, split)
+                back[:-1] += r[start:stop] @ self.big[start:stop].astype(F64)
+        else:
+            # A float32 sum of many rows errs by about 1e-7 of its partial sums, which the rows'
+            # shared direction makes large; with the weights centred (and their mean times the
+            # rows' float64 sum added back) the partial sums stay small.
+            mean = float(r[:split].mean())
+            back[:-1] = ((r[:split] - mean).astype(F32) @ self.big).astype(F64)
+            back[:-1] += mean * self.big_sum
+        back[:-1] += r[split:] @ self.small
+        back[-1] = r.sum()
         return back
 
 
@@ -106,7 +172,8 @@ def solve(
     C : float
     stats : CorpusStats, optional
         The corpus's statistics, kept by an index: with them the seed direction is whitened
-        (the exemplar LDA), which finds the support vectors in fewer rounds.
+        (the exemplar LDA), which finds the support vectors in fewer rounds, and the subspace
+        starts with the corpus's principal axes, which saves passes.
     positive_weights : (p,), optional
         Relative weight of each positive (all 1 by default).
     center : (d,), optional
@@ -118,12 +185,14 @@ def solve(
     coef, intercept, scores of every corpus row (float64), and how the solve went.
     """
     info = SolveInfo()
-    n = len(corpus)
+    n, d = corpus.shape
     p = len(positives)
     if positive_weights is None:
         positive_weights = np.ones(p)
     if center is None:
-        center = np.zeros(corpus.shape[1])
+        center = np.zeros(d)
+    if stats is not None and stats.count != n:
+        stats = None  # not this corpus's
     weight_total = float(corpus_weights.sum() + extra_weights.sum())
     positive_total = float(positive_weights.sum())
     total = positive_total + weight_total
@@ -133,6 +202,7 @@ def solve(
     excluded = corpus_weights == 0
     special = ~excluded & (corpus_weights != 1)  # named negatives: always in the working set
     excluded_sum = corpus[excluded].sum(axis=0, dtype=F64)  # rows named as positives: few
+    wide = corpus.size <= _WIDE_ENTRIES
 
     negative_mean = (
         corpus_sum
@@ -143,20 +213,21 @@ def solve(
     seed = positive_weights @ positives / positive_total - negative_mean
     if stats is not None:
         seed = stats.whiten(corpus, seed)
+    seed = seed.astype(F32).astype(F64)  # float32 products of it are then exact
     # One pass scores the corpus along the seed (and the center, when there is one).
     has_center = bool(center.any())
-    if has_center:
-        both = (corpus @ np.stack([seed, center], axis=1).astype(F32)).astype(F64)
-        seed_scores, offsets = both[:, 0], both[:, 1]
-    else:
-        seed_scores, offsets = (corpus @ seed.astype(F32)).astype(F64), np.zeros(n)
+    seed_scores = _product(corpus, seed, wide)
+    offsets = _product(corpus, center, wide) if has_center else np.zeros(n)
     info.passes += 1
     # The fit along the seed only seeds the working set. Without a center, the rows that can
     # be active lie at the top of the seed ranking, so it looks at those only.
     fit_rows = np.flatnonzero(~excluded)
+    eligible = np.flatnonzero(~excluded & ~special)
+    pool = eligible  # where the working set is picked from
     if not has_center and len(fit_rows) > _SEED_FIT_ROWS:
         top = np.argpartition(-seed_scores[fit_rows], _SEED_FIT_ROWS - 1)[:_SEED_FIT_ROWS]
         fit_rows = fit_rows[top]
+        pool = fit_rows[~special[fit_rows]]
     scale, bias = _fit_along(
         float(seed @ seed),
         np.concatenate([positives @ seed, seed_scores[fit_rows], extra @ seed]),
@@ -166,61 +237,99 @@ def solve(
             [positive_cost, unit_cost * corpus_weights[fit_rows], unit_cost * extra_weights]
         ),
     )
-    # Twice the rows active along the seed direction: the support vectors are mostly among them.
-    fitted = offsets + scale * seed_scores + bias
-    active = int(np.count_nonzero(fitted[~excluded] > -1))
+    scores = offsets + scale * seed_scores + bias
+    # Four times the rows active along the seed direction (fewer if the memory budget, with room
+    # for violators to join, allows fewer; at least twice): the support vectors are nearly all
+    # among them, and a second round would cost a second pass to verify.
+    active = int(np.count_nonzero(scores[~excluded] > -1))
     in_set = special.copy()
-    eligible = np.flatnonzero(~excluded & ~special)
-    size = min(len(eligible), max(64, 2 * active))
+    budget = int(_GATHER_FRACTION * n) - int(special.sum())
+    size = min(len(eligible), max(64, min(4 * active, max(budget * 4 // 5, 2 * active))))
+    if size > len(pool):  # (the top of the seed ranking holds too few)
+        pool = eligible
     if size:
-        ranked = fitted[eligible]
-        in_set[eligible[np.argpartition(-ranked, size - 1)[:size]]] = True
+        in_set[pool[np.argpartition(-scores[pool], size - 1)[:size]]] = True
 
-    w = center + scale * seed
-    b = bias
-    # Solve loosely while the working set still changes; once it holds every violator, solve
-    # tightly on it and verify once more.
-    tolerance = _LOOSE_TOL
-    reference: list[float] = []  # the first gradient norm: tolerances are relative to it
-    rows: _Rows | None = None
+    # The gradient bound on the scores is for a row of the corpus's root-mean-square length.
+    squares = stats.squares(corpus) if stats is not None else float(np.vdot(corpus, corpus))
+    tolerance = _SCORE_TOL / np.sqrt(1.0 + squares / n)
+    axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
+    if stats is not None:
+        axes, projection = stats.axes(corpus)
+    w = np.append(center + scale * seed, bias)
+    center = np.append(center, 0.0)
     for info.rounds in range(1, _MAX_ROUNDS + 1):
-        if rows is None:
-            rows = _restricted_rows(
-                positives,
-                positive_cost,
-                corpus,
-                corpus_weights,
-                unit_cost,
-                in_set,
-                excluded,
-                corpus_sum - excluded_sum,
-                extra,
-                extra_weights,
-            )
-        w, b = _newton(rows, w, b, center, info, n, tolerance, reference)
-        scores = (corpus @ w.astype(F32)).astype(F64) + b
+        whole = info.rounds >= _MAX_ROUNDS - 1 or bool(in_set.sum() > _GATHER_FRACTION * n)
+        if whole:  # too many rows to gather (or too many rounds): solve the whole problem
+            in_set = ~excluded
+        rows, members = _restricted_rows(
+            positives,
+            positive_cost,
+            corpus,
+            corpus_weights,
+            unit_cost,
+            in_set,
+            whole,
+            wide,
+            corpus_sum,
+            corpus_sum - excluded_sum,
+            extra,
+            extra_weights,
+        )
+        # The subspace starts with the seed, the bias and the corpus's principal axes (after the
+        # first round, with the last solution too), whose outputs the corpus passes so far
+        # computed.
+        bias_only = np.zeros(d + 1)
+        bias_only[d] = 1.0
+        start = [(np.append(seed, 0.0), seed_scores[members]), (bias_only, np.ones(len(rows.big)))]
+        start += [(np.append(axis, 0.0), projection[members, j]) for j, axis in enumerate(axes.T)]
+        if info.rounds > 1:
+            base = scores[members] - w[d] - offsets[members]
+            start.append((np.append(w[:d] - center[:d], 0.0), base))
+        out = np.concatenate([scores[members], rows.small @ w[:d] + w[d]])
+        w, out = _minimise(rows, w, center, start, out, tolerance, info)
+        if whole:
+            scores = out[:n]
+            break
+        # The verification pass. Float32 products see a float32 solution exactly; rounding it
+        # moves the scores by about 1e-7.
+        w[:d] = w[:d].astype(F32)
+        scores = _product(corpus, w[:d], wide) + w[d]
         info.passes += 1
         violators = ~in_set & ~excluded & (scores > -1 - _VIOLATION_SLACK)
         if not violators.any():
-            if tolerance == _GRADIENT_TOL:
-                break
-            tolerance = _GRADIENT_TOL
-            continue
-        if info.rounds >= _MAX_ROUNDS - 2:
-            violators = ~in_set & ~excluded  # the last rounds solve the whole problem
-            tolerance = _GRADIENT_TOL
-        else:
-            # A rough solution can put many rows over the margin that the exact one keeps
-            # clear: take the worst, at most as many as the set holds, and check again.
-            found = np.flatnonzero(violators)
-            cap = max(int(in_set.sum()), 256)
-            if len(found) > cap:
-                violators[found[np.argpartition(-scores[found], cap - 1)[cap:]]] = False
+            break
+        # The violators of one round can be many that the next solution keeps clear: take the
+        # worst, at most as many as the set holds, and check again.
+        found = np.flatnonzero(violators)
+        cap = max(int(in_set.sum()), 256)
+        if len(found) > cap:
+            violators[found[np.argpartition(-scores[found], cap - 1)[cap:]]] = False
         in_set |= violators
-        rows = None  # free the gathered rows before the next round gathers its own
+        del rows  # free the gathered rows before the next round gathers its own
     info.working_set = int(in_set.sum())
     info.support_vectors = int(np.count_nonzero(~excluded & (scores > -1)))
-    return w, float(b), scores, info
+    return w[:d], float(w[d]), scores, info
+
+
+def _block_rows(rows: int) -> int:
+    return max(16, -(-rows // _BLOCK_SHARE))
+
+
+def _product(corpus: NDArray[np.float32], v: NDArray[F64], wide: bool) -> NDArray[F64]:
+    """``corpus @ v`` for a float64 ``v``: exact but for the float32 sums (``v`` is split in a
+    float32 part and a float32 remainder)."""
+    if wide:
+        step = _block_rows(len(corpus))
+        return np.concatenate(
+            [corpus[start : start + step].astype(F64) @ v for start in range(0, len(corpus), step)]
+        )
+    high = v.astype(F32)
+    out = (corpus @ high).astype(F64)
+    low = (v - high).astype(F32)
+    if low.any():
+        out += corpus @ low
+    return out
 
 
 def _restricted_rows(
@@ -230,133 +339,185 @@ def _restricted_rows(
     corpus_weights: NDArray[F64],
     unit_cost: float,
     in_set: NDArray[np.bool_],
-    excluded: NDArray[np.bool_],
+    whole: bool,
+    wide: bool,
+    corpus_sum: NDArray[F64],
     eligible_sum: NDArray[F64],
     extra: NDArray[F64],
     extra_weights: NDArray[F64],
-) -> _Rows:
-    n = len(corpus)
-    members = np.flatnonzero(in_set)
-    gathered = len(members) <= _GATHER_FRACTION * n
-    if gathered:
-        big = corpus[members]
-        big_k = unit_cost * corpus_weights[members]
-        inside_sum = big.sum(axis=0, dtype=F64)
-    else:  # too many to copy: use the corpus in place, rows outside the set cost nothing
-        big = corpus
-        big_k = np.where(in_set, unit_cost * corpus_weights, 0.0)
-        inside_sum = (corpus.T @ in_set.astype(F32)).astype(F64)
+) -> tuple[_Rows, Any]:
+    """The rows of the restricted problem, and which corpus rows they are (an index)."""
     small = [positives, extra]
     small_y = [np.ones(len(positives)), -np.ones(len(extra))]
     small_k = [positive_cost, unit_cost * extra_weights]
-    outside = int(np.count_nonzero(~in_set & ~excluded))
-    if outside:
-        small.append(((eligible_sum - inside_sum) / outside)[np.newaxis])
-        small_y.append(-np.ones(1))
-        small_k.append(np.full(1, unit_cost * outside))
-    return _Rows(
+    members: Any
+    if whole:  # excluded rows stay in place at zero cost
+        members = slice(None)
+        big = corpus
+        big_k = unit_cost * corpus_weights
+        big_sum = corpus_sum
+    else:
+        members = np.flatnonzero(in_set)
+        big = corpus[members]
+        big_k = unit_cost * corpus_weights[members]
+        big_sum = big.sum(axis=0, dtype=F64)
+        outside = int(np.count_nonzero(~in_set & (corpus_weights > 0)))
+        if outside:
+            small.append(((eligible_sum - big_sum) / outside)[np.newaxis])
+            small_y.append(-np.ones(1))
+            small_k.append(np.full(1, unit_cost * outside))
+    rows = _Rows(
         big=big,
-        gathered=gathered,
-        big_y=-np.ones(len(big)),
-        big_k=big_k,
+        whole=whole,
+        wide=wide,
+        big_sum=big_sum,
         small=np.vstack(small),
-        small_y=np.concatenate(small_y),
-        small_k=np.concatenate(small_k),
+        y=np.concatenate([-np.ones(len(big)), *small_y]),
+        k=np.concatenate([big_k, *small_k]),
     )
+    return rows, members
 
 
-def _newton(
+def _minimise(
     rows: _Rows,
     w: NDArray[F64],
-    b: float,
     center: NDArray[F64],
-    info: SolveInfo,
-    n: int,
+    start: list[tuple[NDArray[F64], NDArray[F64]]],
+    out: NDArray[F64],
     tolerance: float,
-    reference: list[float],
-) -> tuple[NDArray[F64], float]:
-    """Minimise the restricted objective from ``(w, b)`` until the gradient is below
-    ``tolerance`` times the first gradient of the solve (kept in ``reference``)."""
-    y = np.concatenate([rows.big_y, rows.small_y])
-    k = np.concatenate([rows.big_k, rows.small_k])
-    split = len(rows.big)
-    out = np.concatenate(rows.outputs(w, b))
-    for _ in range(_MAX_NEWTON):
-        active = (y * out < 1) & (k > 0)
-        r = np.where(active, k * (out - y), 0.0)
-        grad_w = w - center + 2 * rows.back(r[:split], r[split:])
-        grad_b = b + 2 * float(r.sum())
-        norm = float(np.sqrt(grad_w @ grad_w + grad_b * grad_b))
-        if not reference:
-            reference.append(max(norm, np.finfo(F64).tiny))
-        first = reference[0]
-        if norm <= tolerance * first:
-            break
-        step_w, step_b = _newton_direction(rows, active, k, grad_w, grad_b, norm / first, info, n)
-        delta = np.concatenate(rows.outputs(step_w, 0.0)) + step_b
-        slope0 = float((w - center) @ step_w + b * step_b)
-        t = _line_search(out, delta, y, k, slope0, float(step_w @ step_w + step_b**2))
-        w = w + t * step_w
-        b = b + t * step_b
-        out = out + t * delta
-        info.newton_steps += 1
-        if abs(t) * np.sqrt(step_w @ step_w + step_b**2) <= 1e-7 * np.sqrt(w @ w + b * b):
-            break
-    return w, b
-
-
-def _newton_direction(
-    rows: _Rows,
-    active: NDArray[np.bool_],
-    k: NDArray[F64],
-    grad_w: NDArray[F64],
-    grad_b: float,
-    relative: float,
     info: SolveInfo,
-    n: int,
-) -> tuple[NDArray[F64], float]:
-    """Solve ``H p = -g`` by conjugate gradients, ``H = I + 2 sum_active k_i x_i x_i^T``."""
-    split = len(rows.big)
-    big_active = active[:split]
-    count = int(big_active.sum())
-    budget = _GATHER_FRACTION * n - (split if rows.gathered else 0)
-    if count <= budget and count < split:
-        block = rows.big[big_active]
-        block_k = k[:split][big_active]
-    else:
-        block = rows.big
-        block_k = np.where(big_active, k[:split], 0.0)
-    small = rows.small
-    small_k = np.where(active[split:], k[split:], 0.0)
-
-    def hessian(vw: NDArray[F64], vb: float) -> tuple[NDArray[F64], float]:
-        big_t = block_k * ((block @ vw.astype(F32)).astype(F64) + vb)
-        small_t = small_k * (small @ vw + vb)
-        back = (block.T @ big_t.astype(F32)).astype(F64) + small.T @ small_t
-        return vw + 2 * back, vb + 2 * float(big_t.sum() + small_t.sum())
-
-    # Inexact Newton: solve loosely far from the optimum, tightly near it.
-    target = min(0.5, np.sqrt(relative)) * np.sqrt(grad_w @ grad_w + grad_b**2)
-    pw = np.zeros_like(grad_w)
-    pb = 0.0
-    rw, rb = -grad_w, -grad_b
-    dw, db = rw.copy(), rb
-    rr = rw @ rw + rb * rb
-    for _ in range(2 * (len(grad_w) + 1)):
-        hw, hb = hessian(dw, db)
-        info.cg_steps += 1
-        alpha = rr / (dw @ hw + db * hb)
-        pw += alpha * dw
-        pb += alpha * db
-        rw -= alpha * hw
-        rb -= alpha * hb
-        rr_next = rw @ rw + rb * rb
-        if np.sqrt(rr_next) <= target:
+) -> tuple[NDArray[F64], NDArray[F64]]:
+    """Minimise the restricted objective from ``w`` (augmented; ``out`` its outputs) over a
+    subspace that starts with the directions ``start`` (each with its outputs on the big rows)
+    and grows by the gradient, until the gradient is below ``tolerance``. Returns the solution
+    and its outputs."""
+    y, k = rows.y, rows.k
+    space = _Subspace(len(w), len(y), len(start) + _GRADIENT_DIRECTIONS)
+    for direction, big in start:
+        space.add(direction, np.concatenate([big, rows.small @ direction[:-1] + direction[-1]]))
+    space.keep()
+    best, stalled = np.inf, 0
+    for _ in range(_MAX_DIRECTIONS + 1):
+        # The exact minimum over w + span(dirs): the outputs of every direction are known.
+        basis, known, gram = space.view()
+        delta = _subspace_min(out, known, y, k, gram, basis.T @ (w - center), info)
+        w = w + basis @ delta
+        out = out + known @ delta
+        gradient = w - center + 2 * rows.back(_residual(out, y, k), info)
+        norm = float(np.linalg.norm(gradient))
+        # Float32 sums cannot certify a gradient below their rounding: stop once it has not
+        # reached a new low for a while.
+        stalled = 0 if norm < best else stalled + 1
+        best = min(best, norm)
+        if norm <= tolerance or stalled >= 4:
             break
-        dw = rw + (rr_next / rr) * dw
-        db = rb + (rr_next / rr) * db
-        rr = rr_next
-    return pw, float(pb)
+        step = -gradient
+        step[:-1] = step[:-1].astype(F32)  # float32 products see float32 numbers exactly
+        space.add(step, rows.forward(step, info))
+        info.directions += 1
+    return w, out
+
+
+class _Subspace:
+    """Directions (unit length, not orthogonal) with their outputs on every row and their Gram
+    matrix. The outputs are the largest arrays of a solve, so there is room for a fixed number
+    of directions: once it is full, a new direction takes the place of the oldest gradient one
+    (the starting directions stay)."""
+
+    def __init__(self, size: int, rows: int, capacity: int) -> None:
+        self.dirs = np.empty((size, capacity))
+        self.outputs = np.empty((rows, capacity))
+        self.gram = np.empty((capacity, capacity))
+        self.size = 0
+        self.kept = 0  # the starting directions
+        self.turn = 0  # which gradient direction goes next when full
+
+    def keep(self) -> None:
+        self.kept = self.size
+
+    def add(self, direction: NDArray[F64], outputs: NDArray[F64]) -> None:
+        """Add a direction unless it (nearly) lies in the span already."""
+        length = float(np.linalg.norm(direction))
+        capacity = self.dirs.shape[1]
+        if length == 0 or self.kept == capacity:
+            return
+        unit = direction / length
+        if self.size < capacity:
+            slot = self.size
+            others: Any = slice(0, slot)
+            gram = self.gram[:slot, :slot]
+        else:
+            slot = self.kept + self.turn
+            others = np.delete(np.arange(capacity), slot)
+            gram = self.gram[np.ix_(others, others)]
+        overlap = self.dirs[:, others].T @ unit
+        # The part outside the span, squared: 1 - overlap^T gram^-1 overlap.
+        if slot and 1 - float(overlap @ np.linalg.solve(gram, overlap)) <= 1e-10:
+            return
+        self.dirs[:, slot] = unit
+        self.outputs[:, slot] = outputs
+        self.outputs[:, slot] /= length
+        self.gram[others, slot] = self.gram[slot, others] = overlap
+        self.gram[slot, slot] = 1.0
+        if self.size < capacity:
+            self.size += 1
+        else:
+            self.turn = (self.turn + 1) % (capacity - self.kept)
+
+    def view(self) -> tuple[NDArray[F64], NDArray[F64], NDArray[F64]]:
+        m = self.size
+        return self.dirs[:, :m], self.outputs[:, :m], self.gram[:m, :m]
+
+
+def _residual(out: NDArray[F64], y: NDArray[F64], k: NDArray[F64]) -> NDArray[F64]:
+    """``k_i (out_i - y_i)`` on the rows inside the margin, 0 elsewhere: half the loss slope."""
+    return np.where((y * out < 1) & (k > 0), k * (out - y), 0.0)
+
+
+def _subspace_min(
+    out: NDArray[F64],
+    outputs: NDArray[F64],
+    y: NDArray[F64],
+    k: NDArray[F64],
+    gram: NDArray[F64],
+    offset: NDArray[F64],
+    info: SolveInfo,
+) -> NDArray[F64]:
+    """Exact minimiser over ``a`` of ``1/2 a^T gram a + offset @ a + sum_i k_i max(0, 1 - y_i
+    u_i)^2`` with ``u = out + outputs @ a``: the objective over a subspace of directions whose
+    Gram matrix is ``gram``."""
+    a = np.zeros(len(offset))
+    u = out
+    on = (y * u < 1) & (k > 0)
+    for _ in range(_MAX_NEWTON):
+        active = np.flatnonzero(on)
+        reg = gram @ a + offset
+        grad, hess = reg.copy(), gram.copy()
+        # The loss's gradient and Hessian, a block of rows at a time (the copies stay small).
+        chunk = max(128, -(-len(out) // _BLOCK_SHARE))
+        for first in range(0, len(active), chunk):
+            rows = active[first : first + chunk]
+            root = np.sqrt(k[rows])
+            part = outputs[rows]
+            part *= root[:, np.newaxis]
+            grad += 2 * part.T @ (root * (u[rows] - y[rows]))
+            hess += 2 * part.T @ part
+        step = -np.linalg.solve(hess, grad)
+        move = outputs @ step
+        info.newton_steps += 1
+        moved = u + move
+        after = (y * moved < 1) & (k > 0)
+        if np.array_equal(after, on):
+            # No hinge switches along the step, so the objective is the quadratic the Newton
+            # step minimises: this is the exact minimum.
+            return a + step
+        t = _line_search(u, move, y, k, float(reg @ step), float(step @ gram @ step))
+        a = a + t * step
+        u = u + t * move
+        on = (y * u < 1) & (k > 0)
+        if abs(t) * np.linalg.norm(step) <= 1e-13 * (1 + np.linalg.norm(a)):
+            break
+    return a
 
 
 def _line_search(
@@ -371,19 +532,31 @@ def _line_search(
 
     The derivative is increasing; it is negative at 0 (a descent direction), so the root is
     bracketed and found by Newton steps kept inside the bracket (bisection when they leave it).
+    A row's hinge is on over a half-line of steps, so only the rows on at either end of the
+    bracket matter inside it.
     """
+    margin = y * out
+    pull = y * delta
+    live = k > 0
+
+    def rows(high: float) -> tuple[NDArray[F64], ...]:
+        on = np.flatnonzero(live & ((margin < 1) | (margin + high * pull < 1)))
+        return out[on], delta[on], y[on], k[on]
 
     def slope(t: float) -> tuple[float, float]:
-        moved = out + t * delta
-        act = (y * moved < 1) & (k > 0)
-        first = wp + t * pp + 2 * float(np.sum(k[act] * (moved[act] - y[act]) * delta[act]))
-        second = pp + 2 * float(np.sum(k[act] * delta[act] ** 2))
+        moved = part_out + t * part_delta
+        act = part_y * moved < 1
+        ka, da = part_k[act], part_delta[act]
+        first = wp + t * pp + 2 * float(ka @ ((moved[act] - part_y[act]) * da))
+        second = pp + 2 * float(ka @ (da * da))
         return first, second
 
     low, high = 0.0, 1.0
+    part_out, part_delta, part_y, part_k = rows(high)
     value, curvature = slope(high)
     while value < 0:
         low, high = high, 2 * high
+        part_out, part_delta, part_y, part_k = rows(high)
         value, curvature = slope(high)
     t = high
     for _ in range(60):
@@ -443,14 +616,20 @@ class CorpusStats:
 
     The second moment ``X^T X`` (d x d) is computed on first use, updated when rows are added,
     and gives the whitening (exemplar-LDA) seed ``(cov + ridge I)^-1 (mean_pos - mean_neg)``.
+    From it follow, on first use after a change, the whitener and the corpus's leading principal
+    axes with every row's outputs on them (n x 8 numbers: the solver's subspace starts with
+    them). Both are derived from the saved second moment, so a loaded index ranks exactly like
+    the one that was saved.
     """
 
     def __init__(self, total: NDArray[F64], count: int, gram: NDArray[F64] | None = None) -> None:
         self.total = total
         self.count = count
         self.gram = gram
-        self.seconds = 0.0  # time spent computing the second moment
+        self.seconds = 0.0  # time spent computing the second moment, whitener and axes
         self._inverse: NDArray[F64] | None = None
+        self._axes: NDArray[F64] | None = None
+        self._projection: NDArray[F64] | None = None
 
     @classmethod
     def of(cls, corpus: NDArray[np.float32]) -> CorpusStats:
@@ -468,8 +647,6 @@ class CorpusStats:
 
     def second_moment(self, corpus: NDArray[np.float32]) -> NDArray[F64]:
         if self.gram is None:
-            import time
-
             start = time.perf_counter()
             gram = np.zeros((corpus.shape[1], corpus.shape[1]))
             for first in range(0, len(corpus), 4096):  # float64 accuracy, bounded memory
@@ -479,15 +656,58 @@ class CorpusStats:
             self.seconds += time.perf_counter() - start
         return self.gram
 
+    def covariance(self, corpus: NDArray[np.float32]) -> NDArray[F64]:
+        mean = self.total / self.count
+        cov: NDArray[F64] = self.second_moment(corpus) / self.count - np.outer(mean, mean)
+        return cov
+
     def whitener(self, corpus: NDArray[np.float32]) -> NDArray[F64]:
         """Inverse of the ridge-regularised covariance (computed once; well conditioned)."""
         if self._inverse is None:
-            mean = self.total / self.count
-            cov = self.second_moment(corpus) / self.count - np.outer(mean, mean)
+            cov = self.covariance(corpus)
+            start = time.perf_counter()
             cov[np.diag_indices_from(cov)] += _WHITENING_RIDGE
             self._inverse = np.asarray(np.linalg.inv(cov), dtype=F64)
+            self.seconds += time.perf_counter() - start
         return self._inverse
+
+    def squares(self, corpus: NDArray[np.float32]) -> float:
+        """The sum of the rows' squared lengths."""
+        return float(np.trace(self.second_moment(corpus)))
+
+    def axes(self, corpus: NDArray[np.float32]) -> tuple[NDArray[F64], NDArray[F64]]:
+        """The corpus's leading principal axes (d, a) and every row's outputs on them (n, a),
+        computed once: the solver's subspace starts with them."""
+        if self._axes is None or self._projection is None:
+            cov = self.covariance(corpus)
+            start = time.perf_counter()
+            self._axes = _leading_axes(cov, min(_AXES, max(1, len(cov) // 4)))
+            self._projection = _project(corpus, self._axes)
+            self.seconds += time.perf_counter() - start
+        return self._axes, self._projection
 
     def whiten(self, corpus: NDArray[np.float32], direction: NDArray[F64]) -> NDArray[F64]:
         whitened: NDArray[F64] = self.whitener(corpus) @ direction
         return whitened
+
+
+def _leading_axes(cov: NDArray[F64], count: int) -> NDArray[F64]:
+    """Orthonormal axes spanning about the ``count`` leading eigenvectors of ``cov``, by
+    subspace iteration (any axes would do; the leading ones save the most passes)."""
+    basis = np.random.default_rng(0).normal(size=(len(cov), 2 * count))
+    for _ in range(20):
+        basis = np.linalg.qr(cov @ basis)[0]
+    vectors = np.linalg.eigh(basis.T @ cov @ basis)[1]
+    axes: NDArray[F64] = basis @ vectors[:, ::-1][:, :count]
+    return axes
+
+
+def _project(rows: NDArray[np.float32], axes: NDArray[F64]) -> NDArray[F64]:
+    """``rows @ axes`` in float64, a block of rows at a time."""
+    return np.vstack(
+        [
+            rows[start : start + _block_rows(len(rows))].astype(F64) @ axes
+            for start in range(0, len(rows), _block_rows(len(rows)))
+        ]
+        or [np.zeros((0, axes.shape[1]))]
+    )
