@@ -389,6 +389,15 @@ def test_search_batch_equals_one_at_a_time(mode: str) -> None:
     assert [order(hits) for hits in batch] == [order(hits) for hits in single]
     for got, expected in zip(batch, single, strict=True):
         np.testing.assert_allclose([h.score for h in got], [h.score for h in expected], atol=1e-6)
+    # Groups of queries whose solves share their first pass (one matrix product), with a prior
+    # (a second direction each) and named examples.
+    many = list(data[:11]) + [data[11:13]]
+    options = {"prior": 0.5, "negatives": [index.ids[3]], "positives": [index.ids[4]]}
+    batch = index.search_batch(many, k=5, mode=mode, **options)
+    single = [index.search(query, k=5, mode=mode, **options) for query in many]
+    assert [order(hits) for hits in batch] == [order(hits) for hits in single]
+    for got, expected in zip(batch, single, strict=True):
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in expected], atol=1e-6)
     knn_only = index.search_batch(list(data[:3]), k=4, mode="knn")
     assert [order(hits) for hits in knn_only] == [
         order(index.search(query, k=4, mode="knn")) for query in data[:3]

@@ -7,17 +7,22 @@ The problem is liblinear's L2-regularised squared hinge with a regularised bias:
 Only the rows with ``y_i (w @ x_i + b) < 1`` (the support vectors) shape the optimum. So the
 solver
 
-1. ranks the corpus once by a seed direction (the whitened or plain mean difference between
-   positives and negatives, i.e. the exemplar LDA) and fits scale and bias along it exactly;
+1. scores the corpus once along a seed direction (the whitened or plain mean difference between
+   positives and negatives, i.e. the exemplar LDA) and solves the problem exactly over the seed,
+   the bias and the corpus's leading principal axes, whose outputs an index keeps precomputed
+   (so this needs no further pass); its scores rank the support vectors near the top;
 2. solves the problem restricted to a working set of the rows most likely to be support
-   vectors, plus one aggregate row (the mean of all other rows, weighted by their count) that
-   keeps the restricted solution from drifting. When the set would not fit the memory budget
-   (on clustered data a third of the corpus can be support vectors) the restricted problem is
-   the whole problem, solved on the corpus in place;
+   vectors (the top of that ranking, as many as fit the memory budget), plus one aggregate row
+   (the mean of all other rows, weighted by their count) that keeps the restricted solution
+   from drifting. When the likely support vectors would not fit the budget (at a small C a
+   third of the corpus can be support vectors) the restricted problem is the whole problem,
+   solved on the corpus in place;
 3. scores the whole corpus with the result: if no row outside the working set violates the
    margin, the aggregate is inactive too, so the restricted optimum is the global one (the KKT
    conditions hold for every row) and those scores are the final ones; otherwise the violators
-   join the working set and the solve restarts warm.
+   join the working set (members well inside the margin making room when the budget is full;
+   this cannot make the result wrong, as every round verifies all rows) and the solve restarts
+   warm.
 
 The restricted problem is solved over a growing subspace. Every direction in it comes with its
 outputs on every row, so the exact minimum over the whole subspace is a small (m-dimensional)
@@ -61,23 +66,31 @@ _MAX_ROUNDS = 30
 # Gradient directions one restricted solve may add (far more than it takes), and how many the
 # subspace keeps at once (the oldest make way: their outputs are n numbers each).
 _MAX_DIRECTIONS = 60
-_GRADIENT_DIRECTIONS = 6
+_GRADIENT_DIRECTIONS = 4
 # A row counts as a violator a little before the margin, so float32 rounding cannot hide one.
 _VIOLATION_SLACK = 1e-4
-# Gather rows only while they stay within this fraction of the corpus (the memory budget).
-_GATHER_FRACTION = 0.14
-# Rows the fit along the seed direction looks at (the top of the seed ranking); the working set
-# is picked among them too when they are enough.
-_SEED_FIT_ROWS = 16384
-# Below this many corpus entries a pass costs next to nothing, so it runs in float64: a
-# degenerate problem (all rows alike, w = 0 optimal) is then solved to float64 accuracy.
-_WIDE_ENTRIES = 1 << 20
-# Float64 passes over the float32 corpus go in blocks of 1/32 of the corpus (a block's float64
-# copy is temporary).
+# Peak extra memory of a solve stays within a quarter of the corpus matrix: the float64 arrays
+# over every corpus row (about this many at once) and the gathered working set take this share,
+# temporaries the rest.
+_MEMORY_SHARE = 0.22
+_ROW_ARRAYS = 12
+# Up to this many corpus entries a pass costs next to nothing, so it runs in float64 (on a copy):
+# a degenerate problem (all rows alike, w = 0 optimal) is then solved to float64 accuracy, and a
+# batch's products equal a single search's. On larger corpora float32 products hold the scores
+# to about 1e-7.
+_WIDE_ENTRIES = 1 << 16
+# Rows the starting fit looks at (the top of the seed ranking); the working set is picked among
+# them too when they are enough.
+_SEED_FIT_ROWS = 8192
+# Float64 products with the float32 corpus go in blocks of 1/32 of it (a block's float64 copy is
+# temporary).
 _BLOCK_SHARE = 32
 # Principal axes of the corpus that start every subspace (with their outputs precomputed): more
 # than 8 saved no gradient step on clustered data.
 _AXES = 8
+# From this many vectors on, one matrix product over the corpus beats a matrix-vector product
+# each (OpenBLAS's sgemm is slow for 2 or 3 columns).
+_SHARED_PASS = 4
 
 
 @dataclass
@@ -107,19 +120,14 @@ class _Rows:
     small: NDArray[F64]  # positives, extra negatives and the aggregate row
     y: NDArray[F64]  # labels of the big rows, then the small ones
     k: NDArray[F64]  # their costs (0: not part of the problem)
+    chunk: int  # rows per block when the small problems copy their outputs
 
     def forward(self, v: NDArray[F64], info: SolveInfo) -> NDArray[F64]:
         """Outputs of ``v`` (float32 numbers but for the bias) on every row."""
         info.passes += self.whole
         d = self.big.shape[1]
         if self.wide:
-            step = _block_rows(len(self.big))
-            big = np.concatenate(
-                [
-                    self.big[start : start + step].astype(F64) @ v[:d]
-                    for start in range(0, len(self.big), step)
-                ]
-            )
+            big = _wide_product(self.big, v[np.newaxis, :d])[:, 0]
         else:
             big = (self.big @ v[:d].astype(F32)).astype(F64)
         return np.concatenate([big, self.small @ v[:d]]) + v[d]
@@ -130,11 +138,7 @@ class _Rows:
         split = len(self.big)
         back = np.empty(self.big.shape[1] + 1)
         if self.wide:
-            back[:-1] = 0.0
-            step = _block_rows(split)
-            for start in range(0, split, step):
-                stop = min(start + step, split)
-                back[:-1] += r[start:stop] @ self.big[start:stop].astype(F64)
+            back[:-1] = r[:split] @ self.big.astype(F64)
         else:
             # A float32 sum of many rows errs by about 1e-7 of its partial sums, which the rows'
             # shared direction makes large; with the weights centred (and their mean times the
@@ -158,6 +162,7 @@ def solve(
     stats: CorpusStats | None = None,
     positive_weights: NDArray[F64] | None = None,
     center: NDArray[F64] | None = None,
+    products: NDArray[F64] | None = None,
 ) -> tuple[NDArray[F64], float, NDArray[F64], SolveInfo]:
     """Exact solution for positives against weighted corpus rows and extra negatives.
 
@@ -179,6 +184,9 @@ def solve(
     center : (d,), optional
         Regularise ``w`` towards ``center`` instead of 0: the objective's first term becomes
         ``1/2 (|w - center|^2 + b^2)`` (a prior such as the text query's direction).
+    products : (n, 2), optional
+        ``corpus_products(corpus, [seed, center])`` with this problem's :func:`seed_direction`,
+        when the caller computed them (one pass over the corpus for many problems).
 
     Returns
     -------
@@ -202,23 +210,16 @@ def solve(
     excluded = corpus_weights == 0
     special = ~excluded & (corpus_weights != 1)  # named negatives: always in the working set
     excluded_sum = corpus[excluded].sum(axis=0, dtype=F64)  # rows named as positives: few
-    wide = corpus.size <= _WIDE_ENTRIES
-
-    negative_mean = (
-        corpus_sum
-        - excluded_sum
-        + (corpus_weights[special] - 1) @ corpus[special]
-        + extra_weights @ extra
-    ) / weight_total
-    seed = positive_weights @ positives / positive_total - negative_mean
-    if stats is not None:
-        seed = stats.whiten(corpus, seed)
-    seed = seed.astype(F32).astype(F64)  # float32 products of it are then exact
+    seed = seed_direction(
+        positives, corpus, corpus_weights, extra, extra_weights, stats, positive_weights
+    )
     # One pass scores the corpus along the seed (and the center, when there is one).
     has_center = bool(center.any())
-    seed_scores = _product(corpus, seed, wide)
-    offsets = _product(corpus, center, wide) if has_center else np.zeros(n)
-    info.passes += 1
+    if products is None:
+        products = corpus_products(corpus, np.vstack([seed, center] if has_center else [seed]))
+        info.passes += 1
+    seed_scores = products[:, 0]
+    offsets = products[:, 1] if has_center else np.zeros(n)
     # The fit along the seed only seeds the working set. Without a center, the rows that can
     # be active lie at the top of the seed ranking, so it looks at those only.
     fit_rows = np.flatnonzero(~excluded)
@@ -228,23 +229,36 @@ def solve(
         top = np.argpartition(-seed_scores[fit_rows], _SEED_FIT_ROWS - 1)[:_SEED_FIT_ROWS]
         fit_rows = fit_rows[top]
         pool = fit_rows[~special[fit_rows]]
-    scale, bias = _fit_along(
-        float(seed @ seed),
-        np.concatenate([positives @ seed, seed_scores[fit_rows], extra @ seed]),
-        np.concatenate([positives @ center, offsets[fit_rows], extra @ center]),
-        np.concatenate([np.ones(p), -np.ones(len(fit_rows) + len(extra))]),
+    # The best solution over the seed, the bias and the corpus's principal axes: their outputs
+    # on every row are known, so this small problem needs no pass, and its scores rank the
+    # support vectors far better than the seed's alone.
+    axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
+    if stats is not None:
+        axes, projection = stats.axes(corpus)
+    w, scores = _fit_start(
+        seed,
+        axes,
+        positives,
+        extra,
+        center,
+        seed_scores,
+        projection,
+        offsets,
+        fit_rows,
         np.concatenate(
             [positive_cost, unit_cost * corpus_weights[fit_rows], unit_cost * extra_weights]
         ),
+        _chunk_rows(corpus),
+        info,
     )
-    scores = offsets + scale * seed_scores + bias
-    # Four times the rows active along the seed direction (fewer if the memory budget, with room
-    # for violators to join, allows fewer; at least twice): the support vectors are nearly all
-    # among them, and a second round would cost a second pass to verify.
+    # Twice the rows active at the start (fewer if the memory budget allows fewer): the support
+    # vectors are nearly all among them, and a second round would cost a second pass to verify.
     active = int(np.count_nonzero(scores[~excluded] > -1))
     in_set = special.copy()
-    budget = int(_GATHER_FRACTION * n) - int(special.sum())
-    size = min(len(eligible), max(64, min(4 * active, max(budget * 4 // 5, 2 * active))))
+    limit = _gather_limit(n, d) - int(special.sum())
+    size = min(len(eligible), max(64, 5 * active // 2))
+    if active < limit < size:  # (room for the likely support vectors, if not for twice as many)
+        size = limit
     if size > len(pool):  # (the top of the seed ranking holds too few)
         pool = eligible
     if size:
@@ -253,13 +267,9 @@ def solve(
     # The gradient bound on the scores is for a row of the corpus's root-mean-square length.
     squares = stats.squares(corpus) if stats is not None else float(np.vdot(corpus, corpus))
     tolerance = _SCORE_TOL / np.sqrt(1.0 + squares / n)
-    axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
-    if stats is not None:
-        axes, projection = stats.axes(corpus)
-    w = np.append(center + scale * seed, bias)
     center = np.append(center, 0.0)
     for info.rounds in range(1, _MAX_ROUNDS + 1):
-        whole = info.rounds >= _MAX_ROUNDS - 1 or bool(in_set.sum() > _GATHER_FRACTION * n)
+        whole = info.rounds >= _MAX_ROUNDS - 1 or bool(in_set.sum() > _gather_limit(n, d))
         if whole:  # too many rows to gather (or too many rounds): solve the whole problem
             in_set = ~excluded
         rows, members = _restricted_rows(
@@ -270,7 +280,6 @@ def solve(
             unit_cost,
             in_set,
             whole,
-            wide,
             corpus_sum,
             corpus_sum - excluded_sum,
             extra,
@@ -294,7 +303,7 @@ def solve(
         # The verification pass. Float32 products see a float32 solution exactly; rounding it
         # moves the scores by about 1e-7.
         w[:d] = w[:d].astype(F32)
-        scores = _product(corpus, w[:d], wide) + w[d]
+        scores = corpus_products(corpus, w[np.newaxis, :d])[:, 0] + w[d]
         info.passes += 1
         violators = ~in_set & ~excluded & (scores > -1 - _VIOLATION_SLACK)
         if not violators.any():
@@ -306,30 +315,94 @@ def solve(
         if len(found) > cap:
             violators[found[np.argpartition(-scores[found], cap - 1)[cap:]]] = False
         in_set |= violators
+        # Over the memory budget, the members furthest inside the margin make room: leaving the
+        # working set cannot make the result wrong (the next verification checks every row).
+        excess = int(in_set.sum()) - _gather_limit(n, d)
+        if excess > 0:
+            clear = np.flatnonzero(in_set & ~special & (scores < -1 - _VIOLATION_SLACK))
+            if len(clear) >= excess:
+                in_set[clear[np.argpartition(scores[clear], excess - 1)[:excess]]] = False
         del rows  # free the gathered rows before the next round gathers its own
     info.working_set = int(in_set.sum())
     info.support_vectors = int(np.count_nonzero(~excluded & (scores > -1)))
     return w[:d], float(w[d]), scores, info
 
 
+def _gather_limit(n: int, d: int) -> int:
+    """How many corpus rows a working set may gather within the memory budget."""
+    row = 4 * d
+    spare = _MEMORY_SHARE * n * row - 8 * _ROW_ARRAYS * n
+    # A gathered row brings its outputs on the subspace's directions and a few numbers of its own.
+    per_row = row + 8 * (_AXES + _GRADIENT_DIRECTIONS + 8)
+    # With few dimensions the arrays over all rows alone exceed the budget; gathering an eighth
+    # of the rows still costs less than the subspace's outputs on all of them.
+    return max(int(spare / per_row), n // 8)
+
+
+def _chunk_rows(corpus: NDArray[np.float32]) -> int:
+    """Rows per block when a small problem copies its outputs (of up to 24 directions): a block
+    stays within 1/64 of the corpus matrix."""
+    return max(128, corpus.nbytes // (64 * 8 * 24))
+
+
 def _block_rows(rows: int) -> int:
     return max(16, -(-rows // _BLOCK_SHARE))
 
 
-def _product(corpus: NDArray[np.float32], v: NDArray[F64], wide: bool) -> NDArray[F64]:
-    """``corpus @ v`` for a float64 ``v``: exact but for the float32 sums (``v`` is split in a
-    float32 part and a float32 remainder)."""
-    if wide:
-        step = _block_rows(len(corpus))
-        return np.concatenate(
-            [corpus[start : start + step].astype(F64) @ v for start in range(0, len(corpus), step)]
-        )
-    high = v.astype(F32)
-    out = (corpus @ high).astype(F64)
-    low = (v - high).astype(F32)
-    if low.any():
-        out += corpus @ low
-    return out
+def corpus_products(corpus: NDArray[np.float32], vectors: NDArray[F64]) -> NDArray[F64]:
+    """``corpus @ vectors.T`` (n, m) for float64 ``vectors``: exact but for the float32 sums
+    (each vector is split in a float32 part and a float32 remainder; float32 vectors, such as
+    the seeds, have none). Many vectors share one pass over the corpus."""
+    if corpus.size <= _WIDE_ENTRIES:
+        return _wide_product(corpus, vectors)
+    high = vectors.astype(F32)
+    low = (vectors - high).astype(F32)
+    parts = np.vstack([high, low[low.any(axis=1)]])
+    if len(parts) < _SHARED_PASS:
+        out = np.column_stack([(corpus @ part).astype(F64) for part in parts])
+    else:
+        out = (corpus @ parts.T).astype(F64)
+    spare = np.flatnonzero(low.any(axis=1))
+    out[:, spare] += out[:, len(vectors) :]
+    return np.ascontiguousarray(out[:, : len(vectors)])
+
+
+def _wide_product(rows: NDArray[np.float32], vectors: NDArray[F64]) -> NDArray[F64]:
+    """``rows @ vectors.T`` in float64 (for a tiny matrix, whose float64 copy is small)."""
+    product: NDArray[F64] = rows.astype(F64) @ vectors.T
+    return product
+
+
+def seed_direction(
+    positives: NDArray[F64],
+    corpus: NDArray[np.float32],
+    corpus_weights: NDArray[F64],
+    extra: NDArray[F64],
+    extra_weights: NDArray[F64],
+    stats: CorpusStats | None = None,
+    positive_weights: NDArray[F64] | None = None,
+) -> NDArray[F64]:
+    """The direction :func:`solve` scores the corpus along first (same arguments): the whitened
+    (or, without ``stats``, plain) difference between the positives' and negatives' means, in
+    float32 numbers."""
+    if positive_weights is None:
+        positive_weights = np.ones(len(positives))
+    if stats is not None and stats.count != len(corpus):
+        stats = None
+    corpus_sum = corpus.sum(axis=0, dtype=F64) if stats is None else stats.total
+    excluded = corpus_weights == 0
+    special = ~excluded & (corpus_weights != 1)
+    negative_mean = (
+        corpus_sum
+        - corpus[excluded].sum(axis=0, dtype=F64)
+        + (corpus_weights[special] - 1) @ corpus[special]
+        + extra_weights @ extra
+    ) / float(corpus_weights.sum() + extra_weights.sum())
+    seed = positive_weights @ positives / float(positive_weights.sum()) - negative_mean
+    if stats is not None:
+        seed = stats.whiten(corpus, seed)
+    rounded: NDArray[F64] = seed.astype(F32).astype(F64)  # float32 products are then exact
+    return rounded
 
 
 def _restricted_rows(
@@ -340,7 +413,6 @@ def _restricted_rows(
     unit_cost: float,
     in_set: NDArray[np.bool_],
     whole: bool,
-    wide: bool,
     corpus_sum: NDArray[F64],
     eligible_sum: NDArray[F64],
     extra: NDArray[F64],
@@ -369,11 +441,13 @@ def _restricted_rows(
     rows = _Rows(
         big=big,
         whole=whole,
-        wide=wide,
+        wide=corpus.size <= _WIDE_ENTRIES,
         big_sum=big_sum,
         small=np.vstack(small),
         y=np.concatenate([-np.ones(len(big)), *small_y]),
         k=np.concatenate([big_k, *small_k]),
+        # A block of outputs (of up to 24 directions) stays within 1/64 of the corpus matrix.
+        chunk=_chunk_rows(corpus),
     )
     return rows, members
 
@@ -400,7 +474,7 @@ def _minimise(
     for _ in range(_MAX_DIRECTIONS + 1):
         # The exact minimum over w + span(dirs): the outputs of every direction are known.
         basis, known, gram = space.view()
-        delta = _subspace_min(out, known, y, k, gram, basis.T @ (w - center), info)
+        delta = _subspace_min(out, known, y, k, gram, basis.T @ (w - center), rows.chunk, info)
         w = w + basis @ delta
         out = out + known @ delta
         gradient = w - center + 2 * rows.back(_residual(out, y, k), info)
@@ -435,12 +509,12 @@ class _Subspace:
     def keep(self) -> None:
         self.kept = self.size
 
-    def add(self, direction: NDArray[F64], outputs: NDArray[F64]) -> None:
-        """Add a direction unless it (nearly) lies in the span already."""
+    def add(self, direction: NDArray[F64], outputs: NDArray[F64]) -> bool:
+        """Add a direction unless it (nearly) lies in the span already; say whether it did."""
         length = float(np.linalg.norm(direction))
         capacity = self.dirs.shape[1]
         if length == 0 or self.kept == capacity:
-            return
+            return False
         unit = direction / length
         if self.size < capacity:
             slot = self.size
@@ -453,7 +527,7 @@ class _Subspace:
         overlap = self.dirs[:, others].T @ unit
         # The part outside the span, squared: 1 - overlap^T gram^-1 overlap.
         if slot and 1 - float(overlap @ np.linalg.solve(gram, overlap)) <= 1e-10:
-            return
+            return False
         self.dirs[:, slot] = unit
         self.outputs[:, slot] = outputs
         self.outputs[:, slot] /= length
@@ -463,6 +537,7 @@ class _Subspace:
             self.size += 1
         else:
             self.turn = (self.turn + 1) % (capacity - self.kept)
+        return True
 
     def view(self) -> tuple[NDArray[F64], NDArray[F64], NDArray[F64]]:
         m = self.size
@@ -481,11 +556,12 @@ def _subspace_min(
     k: NDArray[F64],
     gram: NDArray[F64],
     offset: NDArray[F64],
+    chunk: int,
     info: SolveInfo,
 ) -> NDArray[F64]:
     """Exact minimiser over ``a`` of ``1/2 a^T gram a + offset @ a + sum_i k_i max(0, 1 - y_i
     u_i)^2`` with ``u = out + outputs @ a``: the objective over a subspace of directions whose
-    Gram matrix is ``gram``."""
+    Gram matrix is ``gram``. The loss's terms are summed ``chunk`` rows at a time."""
     a = np.zeros(len(offset))
     u = out
     on = (y * u < 1) & (k > 0)
@@ -494,7 +570,6 @@ def _subspace_min(
         reg = gram @ a + offset
         grad, hess = reg.copy(), gram.copy()
         # The loss's gradient and Hessian, a block of rows at a time (the copies stay small).
-        chunk = max(128, -(-len(out) // _BLOCK_SHARE))
         for first in range(0, len(active), chunk):
             rows = active[first : first + chunk]
             root = np.sqrt(k[rows])
@@ -572,33 +647,79 @@ def _line_search(
     return t
 
 
-def _fit_along(
-    norm2: float,
-    scores: NDArray[F64],
+def _fit_start(
+    seed: NDArray[F64],
+    axes: NDArray[F64],
+    positives: NDArray[F64],
+    extra: NDArray[F64],
+    center: NDArray[F64],
+    seed_scores: NDArray[F64],
+    projection: NDArray[F64],
     offsets: NDArray[F64],
-    y: NDArray[F64],
-    k: NDArray[F64],
-) -> tuple[float, float]:
-    """Exact best ``(scale, bias)`` for ``w = center + scale * seed``: a 2-parameter problem.
+    fit_rows: NDArray[np.intp],
+    costs: NDArray[F64],
+    chunk: int,
+    info: SolveInfo,
+) -> tuple[NDArray[F64], NDArray[F64]]:
+    """The exact minimum over ``center + span(seed, axes) + bias``, looking at the positives,
+    the extra negatives and the corpus rows ``fit_rows`` only.
 
-    ``scores`` are the rows' products with the seed, ``offsets`` with the center.
+    ``seed_scores``, ``projection`` and ``offsets`` are every corpus row's products with the
+    seed, the axes and the center. Returns the solution (augmented with the bias) and every
+    row's score.
     """
-    a = b = 0.0
-    if norm2 == 0:
-        return a, b
-    for _ in range(100):
-        out = offsets + a * scores + b
-        act = y * out < 1
-        r = k[act] * (out[act] - y[act])
-        s = scores[act]
-        ka = k[act]
-        grad = np.array([a * norm2 + 2 * r @ s, b + 2 * r.sum()])
-        hess = np.array([[norm2 + 2 * ka @ (s * s), 2 * ka @ s], [2 * ka @ s, 1 + 2 * ka.sum()]])
-        step = np.linalg.solve(hess, grad)
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.abs(step).max() <= 1e-12 * (1 + abs(a) + abs(b)):
-            break
-    return a, b
+    d = len(seed)
+    directions = np.zeros((d + 1, axes.shape[1] + 2))
+    directions[:d, 0] = seed
+    directions[:d, 1:-1] = axes
+    directions[d, -1] = 1.0
+    p, rows = len(positives), len(fit_rows)
+    small = np.vstack([positives, extra])
+    small_outputs = small @ directions[:d] + directions[d]
+    # The outputs of the directions (at unit length) on every row of this problem, built in place:
+    # on a small corpus they are a sizeable share of the memory budget.
+    outputs = np.empty((p + rows + len(extra), directions.shape[1]))
+    outputs[:p] = small_outputs[:p]
+    outputs[p + rows :] = small_outputs[p:]
+    middle = outputs[p : p + rows]
+    middle[:, 0] = seed_scores[fit_rows]
+    for j in range(axes.shape[1]):
+        middle[:, j + 1] = projection[fit_rows, j]
+    middle[:, -1] = 1.0
+    lengths = np.linalg.norm(directions, axis=0)
+    kept = _independent(directions / np.where(lengths > 0, lengths, 1.0))
+    outputs /= np.where(lengths > 0, lengths, 1.0)
+    if len(kept) < directions.shape[1]:
+        outputs = outputs[:, kept]
+    units = directions[:, kept] / lengths[kept]
+    y = np.concatenate([np.ones(p), -np.ones(rows + len(extra))])
+    base = np.concatenate([positives @ center, offsets[fit_rows], extra @ center])
+    delta = _subspace_min(
+        base, outputs, y, costs, units.T @ units, np.zeros(len(kept)), chunk, info
+    )
+    # The same point in terms of the original directions (the problem used them at unit length).
+    coefficients = np.zeros(directions.shape[1])
+    coefficients[kept] = delta / lengths[kept]
+    w = np.append(center, 0.0) + directions @ coefficients
+    scores: NDArray[F64] = offsets + coefficients[0] * seed_scores + coefficients[-1]
+    if len(axes.T):
+        scores += projection @ coefficients[1:-1]
+    return w, scores
+
+
+def _independent(units: NDArray[F64]) -> NDArray[np.intp]:
+    """Which of the unit-length columns to keep so that none (nearly) lies in the span of the
+    kept ones before it (the test of ``_Subspace.add``)."""
+    kept: list[int] = []
+    for j in range(units.shape[1]):
+        if not units[:, j].any():
+            continue
+        basis = units[:, kept]
+        overlap = basis.T @ units[:, j]
+        if kept and 1 - float(overlap @ np.linalg.solve(basis.T @ basis, overlap)) <= 1e-10:
+            continue
+        kept.append(j)
+    return np.array(kept, dtype=np.intp)
 
 
 def as_corpus(array: NDArray[Any]) -> NDArray[np.float32]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -25,7 +26,7 @@ from exemplar_svm._checks import (
     unit_rows,
 )
 from exemplar_svm._files import read_versioned_json, write_atomic
-from exemplar_svm._solver import CorpusStats, solve
+from exemplar_svm._solver import CorpusStats, corpus_products, seed_direction, solve
 from exemplar_svm.stores import Metric
 
 Mode = Literal["svm", "knn", "hybrid"]
@@ -63,6 +64,10 @@ SEARCH_OPTIONS: tuple[str, ...] = (
     "hybrid_weight",
     "rocchio",
 )
+
+# Queries of a batch whose solves share their first pass over the corpus (each holds a few
+# arrays over all rows meanwhile).
+_BATCH_GROUP = 8
 
 _OPTION_CHECKS: dict[str, Any] = {
     "C": check_positive,
@@ -322,88 +327,12 @@ class ExemplarIndex:
         # Every ranking option is a parameter of this method, named as in SEARCH_OPTIONS.
         arguments = locals()
         checked = check_search_options({name: arguments[name] for name in SEARCH_OPTIONS})
-        C, negative_weight, prior = checked["C"], checked["negative_weight"], checked["prior"]
-        feedback, feedback_weight = checked["feedback"], checked["feedback_weight"]
-        hard_negatives = checked["hard_negatives"]
-        hard_negative_weight = checked["hard_negative_weight"]
-        hybrid_weight, rocchio = checked["hybrid_weight"], checked["rocchio"]
-        corpus = self._corpus  # one snapshot: a concurrent add() cannot change it under us
-        queries = unit_rows(as_matrix(query, "query", dim=self.dim), "query")
-        pos_rows, pos_vectors = corpus.examples(positives, "positives")
-        neg_rows, neg_vectors = corpus.examples(negatives, "negatives")
-        both = set(pos_rows) & set(neg_rows)
-        if both:
-            clash = corpus.ids[min(both)]
-            raise ValueError(f"document {clash!r} is named both as a positive and a negative")
-
-        vectors = corpus.vectors
-        candidates = np.ones(len(vectors), dtype=bool)
-        candidates[pos_rows + neg_rows] = False
-        if not candidates.any():
+        plan = _plan(self._corpus, query, mode, positives, negatives, checked)
+        if plan is None:
             return []
-
-        query_direction = direction_of(queries).astype(np.float32)
-        positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
-        centroid = direction_of(positive_set)
-        knn_direction = centroid
-        negative_set = np.vstack([neg_vectors, vectors[neg_rows]])
-        if rocchio and len(negative_set):
-            knn_direction = direction_of(
-                (centroid - rocchio * negative_set.mean(axis=0))[np.newaxis]
-            )
-        knn_scores: NDArray[Any] | None = None
-        if mode == "knn":
-            scores: NDArray[Any] = vectors @ knn_direction.astype(np.float32)
-        else:
-            if mode == "hybrid" or feedback or hard_negatives:
-                knn_scores = vectors @ knn_direction.astype(np.float32)
-            # Every corpus row that is not a positive is a negative; named ones weigh more.
-            weights = np.ones(len(vectors))
-            weights[neg_rows] = negative_weight
-            weights[pos_rows] = 0.0
-            positive_weights = np.ones(len(positive_set))
-            # At most half the candidates, so a small corpus keeps negatives to train against.
-            feedback = min(feedback, int(candidates.sum()) // 2)
-            if feedback and knn_scores is not None:
-                rows = _top_k(knn_scores.astype(np.float64), candidates, feedback)
-                positive_set = np.vstack([positive_set, vectors[rows]])
-                positive_weights = np.r_[positive_weights, np.full(len(rows), feedback_weight)]
-                weights[rows] = 0.0
-            # The nearest documents after the feedback ones, keeping at least one negative.
-            unweighted = candidates & (weights > 0)
-            hard_negatives = min(hard_negatives, int(unweighted.sum()) - 1)
-            if hard_negatives > 0 and knn_scores is not None:
-                rows = _top_k(knn_scores.astype(np.float64), unweighted, hard_negatives)
-                weights[rows] = hard_negative_weight
-            center = None
-            if prior:
-                direction = centroid
-                if prior_direction == "contrast":
-                    mean = corpus.stats.total / corpus.stats.count
-                    direction = direction_of((centroid - mean)[np.newaxis])
-                center = prior * direction
-            _, _, scores, _ = solve(
-                positive_set,
-                vectors,
-                weights,
-                neg_vectors,
-                np.full(len(neg_vectors), negative_weight),
-                C,
-                stats=corpus.stats,
-                positive_weights=positive_weights,
-                center=center,
-            )
-            if mode == "hybrid" and knn_scores is not None:
-                scores = hybrid_weight * _zscore(scores, candidates) + (
-                    1 - hybrid_weight
-                ) * _zscore(knn_scores, candidates)
-
-        rows = _top_k(np.asarray(scores, dtype=np.float64), candidates, k)
-        similarity = vectors[rows] @ query_direction  # only the hits: no extra pass
-        return [
-            Hit(id=corpus.ids[row], score=float(scores[row]), similarity=float(cosine))
-            for row, cosine in zip(rows, similarity, strict=True)
-        ]
+        scores = plan.knn_scores if plan.problem is None else solve(**plan.problem)[2]
+        assert scores is not None  # a plan without a problem ranks by kNN
+        return _finish(plan, scores, k)
 
     def search_batch(
         self,
@@ -421,31 +350,48 @@ class ExemplarIndex:
         documents. ``"knn"`` without examples scores the whole batch in one matrix product; the
         SVM modes train one model per query.
         """
-        snapshot = ExemplarIndex.__new__(ExemplarIndex)
-        snapshot._corpus = self._corpus
+        corpus = self._corpus  # one snapshot for the whole batch
         items = list(queries)
-        plain = not options.get("positives") and not options.get("negatives")
+        k = check_k(k)
+        options = dict(options)
+        positives, negatives = options.pop("positives", None), options.pop("negatives", None)
+        checked = check_search_options({**_SEARCH_DEFAULTS, **options, "mode": mode})
+        plain = all(examples is None or len(examples) == 0 for examples in (positives, negatives))
         if mode == "knn" and plain and items and all(np.ndim(item) == 1 for item in items):
-            check_k(k)
             matrix = unit_rows(as_matrix(np.vstack(items), "queries", dim=self.dim), "queries")
-            vectors = snapshot._corpus.vectors
-            scores = vectors @ matrix.T.astype(np.float32)
-            everything = np.ones(len(vectors), dtype=bool)
-            out = []
-            for column in range(len(items)):
-                rows = _top_k(scores[:, column].astype(np.float64), everything, k)
-                out.append(
-                    [
-                        Hit(
-                            snapshot._corpus.ids[row],
-                            float(scores[row, column]),
-                            float(scores[row, column]),
-                        )
-                        for row in rows
-                    ]
-                )
-            return out
-        return [snapshot.search(item, k, mode=mode, **options) for item in items]
+            scores = corpus.vectors @ matrix.T.astype(np.float32)
+            everything = np.ones(len(corpus.vectors), dtype=bool)
+            return [
+                [
+                    Hit(corpus.ids[row], float(scores[row, column]), float(scores[row, column]))
+                    for row in _top_k(scores[:, column].astype(np.float64), everything, k)
+                ]
+                for column in range(len(items))
+            ]
+        out: list[list[Hit]] = []
+        # The solves of a group share their first pass over the corpus: one matrix product.
+        for first in range(0, len(items), _BATCH_GROUP):
+            plans = [
+                _plan(corpus, item, mode, positives, negatives, checked)
+                for item in items[first : first + _BATCH_GROUP]
+            ]
+            problems = [plan.problem for plan in plans if plan is not None and plan.problem]
+            firsts = [_first_pass(problem) for problem in problems]
+            if firsts:
+                products = corpus_products(corpus.vectors, np.vstack(firsts))
+            ends = np.cumsum([len(rows) for rows in firsts])
+            solved = iter(
+                solve(**problem, products=products[:, end - len(rows) : end])[2]
+                for problem, rows, end in zip(problems, firsts, ends, strict=True)
+            )
+            for plan in plans:
+                if plan is None:
+                    out.append([])
+                else:
+                    ranking = plan.knn_scores if plan.problem is None else next(solved)
+                    assert ranking is not None  # a plan without a problem ranks by kNN
+                    out.append(_finish(plan, ranking, k))
+        return out
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -542,6 +488,135 @@ class _Corpus:
         """Split examples into corpus rows (named by id) and extra normalised vectors."""
         ids, vectors = split_examples(examples, name, self.vectors.shape[1])
         return sorted({self.row(item, name) for item in ids}), vectors
+
+
+_SEARCH_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(ExemplarIndex.search).parameters.items()
+    if name in SEARCH_OPTIONS
+}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One search up to the SVM's solve: what to rank, and the solver's arguments."""
+
+    corpus: _Corpus
+    candidates: NDArray[np.bool_]  # the rows a hit may be
+    query_direction: NDArray[np.float32]
+    knn_scores: NDArray[Any] | None
+    problem: dict[str, Any] | None  # solve's arguments (None: rank by knn_scores)
+    hybrid_weight: float | None  # mix with the kNN z-scores ("hybrid")
+
+
+def _plan(
+    corpus: _Corpus,
+    query: ArrayLike,
+    mode: Mode,
+    positives: Examples,
+    negatives: Examples,
+    checked: dict[str, Any],
+) -> _Plan | None:
+    """Everything of one search before the solve; None when no document can be a hit."""
+    C, negative_weight, prior = checked["C"], checked["negative_weight"], checked["prior"]
+    feedback, feedback_weight = checked["feedback"], checked["feedback_weight"]
+    hard_negatives = checked["hard_negatives"]
+    hard_negative_weight = checked["hard_negative_weight"]
+    hybrid_weight, rocchio = checked["hybrid_weight"], checked["rocchio"]
+    queries = unit_rows(as_matrix(query, "query", dim=corpus.vectors.shape[1]), "query")
+    pos_rows, pos_vectors = corpus.examples(positives, "positives")
+    neg_rows, neg_vectors = corpus.examples(negatives, "negatives")
+    both = set(pos_rows) & set(neg_rows)
+    if both:
+        clash = corpus.ids[min(both)]
+        raise ValueError(f"document {clash!r} is named both as a positive and a negative")
+
+    vectors = corpus.vectors
+    candidates = np.ones(len(vectors), dtype=bool)
+    candidates[pos_rows + neg_rows] = False
+    if not candidates.any():
+        return None
+
+    query_direction = direction_of(queries).astype(np.float32)
+    positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
+    centroid = direction_of(positive_set)
+    knn_direction = centroid
+    negative_set = np.vstack([neg_vectors, vectors[neg_rows]])
+    if rocchio and len(negative_set):
+        knn_direction = direction_of((centroid - rocchio * negative_set.mean(axis=0))[np.newaxis])
+    knn_scores: NDArray[Any] | None = None
+    if mode == "hybrid" or feedback or hard_negatives or mode == "knn":
+        knn_scores = vectors @ knn_direction.astype(np.float32)
+    if mode == "knn":
+        return _Plan(corpus, candidates, query_direction, knn_scores, None, None)
+    # Every corpus row that is not a positive is a negative; named ones weigh more.
+    weights = np.ones(len(vectors))
+    weights[neg_rows] = negative_weight
+    weights[pos_rows] = 0.0
+    positive_weights = np.ones(len(positive_set))
+    # At most half the candidates, so a small corpus keeps negatives to train against.
+    feedback = min(feedback, int(candidates.sum()) // 2)
+    if feedback and knn_scores is not None:
+        rows = _top_k(knn_scores.astype(np.float64), candidates, feedback)
+        positive_set = np.vstack([positive_set, vectors[rows]])
+        positive_weights = np.r_[positive_weights, np.full(len(rows), feedback_weight)]
+        weights[rows] = 0.0
+    # The nearest documents after the feedback ones, keeping at least one negative.
+    unweighted = candidates & (weights > 0)
+    hard_negatives = min(hard_negatives, int(unweighted.sum()) - 1)
+    if hard_negatives > 0 and knn_scores is not None:
+        rows = _top_k(knn_scores.astype(np.float64), unweighted, hard_negatives)
+        weights[rows] = hard_negative_weight
+    center = None
+    if prior:
+        direction = centroid
+        if checked["prior_direction"] == "contrast":
+            mean = corpus.stats.total / corpus.stats.count
+            direction = direction_of((centroid - mean)[np.newaxis])
+        center = prior * direction
+    problem = {
+        "positives": positive_set,
+        "corpus": vectors,
+        "corpus_weights": weights,
+        "extra": neg_vectors,
+        "extra_weights": np.full(len(neg_vectors), negative_weight),
+        "C": C,
+        "stats": corpus.stats,
+        "positive_weights": positive_weights,
+        "center": center,
+    }
+    weight = hybrid_weight if mode == "hybrid" else None
+    return _Plan(corpus, candidates, query_direction, knn_scores, problem, weight)
+
+
+def _first_pass(problem: dict[str, Any]) -> NDArray[np.float64]:
+    """The directions ``solve`` scores the corpus along first for ``problem``: its seed, and its
+    center when it has one."""
+    seed = seed_direction(
+        problem["positives"],
+        problem["corpus"],
+        problem["corpus_weights"],
+        problem["extra"],
+        problem["extra_weights"],
+        problem["stats"],
+        problem["positive_weights"],
+    )
+    center = problem["center"]
+    return np.vstack([seed] if center is None or not center.any() else [seed, center])
+
+
+def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
+    """The top ``k`` hits by ``scores`` (the SVM's or the kNN's) under ``plan``."""
+    if plan.hybrid_weight is not None and plan.knn_scores is not None:
+        scores = plan.hybrid_weight * _zscore(scores, plan.candidates) + (
+            1 - plan.hybrid_weight
+        ) * _zscore(plan.knn_scores, plan.candidates)
+    rows = _top_k(np.asarray(scores, dtype=np.float64), plan.candidates, k)
+    similarity = plan.corpus.vectors[rows] @ plan.query_direction  # only the hits: no extra pass
+    return [
+        Hit(id=plan.corpus.ids[row], score=float(scores[row]), similarity=float(cosine))
+        for row, cosine in zip(rows, similarity, strict=True)
+    ]
 
 
 def split_examples(examples: Examples, name: str, dim: int) -> tuple[list[str], NDArray[Any]]:
