@@ -167,6 +167,33 @@ def test_large_working_sets_use_the_corpus_in_place() -> None:
     assert_same_solution(corpus[:1], corpus[1:], 0.01)
 
 
+def test_a_full_memory_budget_shrinks_the_working_set_and_stays_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Room for fewer rows than the support vectors need: members well inside the margin must
+    # make way for violators, round after round, and the result must still be the optimum.
+    from exemplar_svm import _solver
+
+    monkeypatch.setattr(_solver, "_gather_limit", lambda n, d: 700)
+    corpus = corpus_embeddings("cranfield")
+    query = query_embeddings("cranfield")[0]
+    weights = np.ones(len(corpus))
+    coef, intercept, scores, info = _solver.solve(
+        query[np.newaxis].astype(np.float64),
+        _solver.as_corpus(corpus),
+        weights,
+        np.empty((0, corpus.shape[1])),
+        np.empty(0),
+        0.1,
+    )
+    assert info.rounds > 1 and info.working_set <= 700 < len(corpus)
+    ours = LinearModel(coef, intercept)
+    ref = reference(query[np.newaxis], corpus, 0.1)
+    ours_obj = objective(ours, query[np.newaxis], corpus)
+    ref_obj = objective(ref, query[np.newaxis], corpus)
+    assert abs(ours_obj - ref_obj) <= 1e-6 * ref_obj
+
+
 @pytest.mark.parametrize(
     ("rows", "C", "gathered"),
     [(20_000, 0.1, True), (2000, 0.1, False)],

@@ -220,8 +220,9 @@ def solve(
         info.passes += 1
     seed_scores = products[:, 0]
     offsets = products[:, 1] if has_center else np.zeros(n)
-    # The fit along the seed only seeds the working set. Without a center, the rows that can
-    # be active lie at the top of the seed ranking, so it looks at those only.
+    # The starting fit only picks the working set (every round verifies all rows). Without a
+    # center, the rows it can find active lie near the top of the seed ranking, so on a large
+    # corpus it looks at those only.
     fit_rows = np.flatnonzero(~excluded)
     eligible = np.flatnonzero(~excluded & ~special)
     pool = eligible  # where the working set is picked from
@@ -235,6 +236,19 @@ def solve(
     axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
     if stats is not None:
         axes, projection = stats.axes(corpus)
+    # The rows the fit leaves out enter it as one aggregate row (their weighted mean), as in
+    # the restricted problem below.
+    rest_weight = float(corpus_weights.sum() - corpus_weights[fit_rows].sum())
+    rest = None
+    if rest_weight > 0:
+        fit_weights = corpus_weights[fit_rows]
+        rest_sums = np.r_[
+            corpus_weights @ seed_scores - fit_weights @ seed_scores[fit_rows],
+            corpus_weights @ projection - fit_weights @ projection[fit_rows],
+            rest_weight,
+            corpus_weights @ offsets - fit_weights @ offsets[fit_rows],
+        ]
+        rest = (rest_sums[:-1] / rest_weight, rest_sums[-1] / rest_weight, unit_cost * rest_weight)
     w, scores = _fit_start(
         seed,
         axes,
@@ -248,12 +262,14 @@ def solve(
         np.concatenate(
             [positive_cost, unit_cost * corpus_weights[fit_rows], unit_cost * extra_weights]
         ),
+        rest,
         _chunk_rows(corpus),
         info,
     )
-    # Twice the rows active at the start (fewer if the memory budget allows fewer): the support
-    # vectors are nearly all among them, and a second round would cost a second pass to verify.
-    active = int(np.count_nonzero(scores[~excluded] > -1))
+    # Two and a half times the rows active at the start (fewer if the memory budget allows
+    # fewer): the support vectors are nearly all among them, and a second round would cost a
+    # second pass to verify.
+    active = int(np.count_nonzero(scores[fit_rows] > -1))
     in_set = special.copy()
     limit = _gather_limit(n, d) - int(special.sum())
     size = min(len(eligible), max(64, 5 * active // 2))
@@ -658,6 +674,7 @@ def _fit_start(
     offsets: NDArray[F64],
     fit_rows: NDArray[np.intp],
     costs: NDArray[F64],
+    rest: tuple[NDArray[F64], float, float] | None,
     chunk: int,
     info: SolveInfo,
 ) -> tuple[NDArray[F64], NDArray[F64]]:
@@ -665,8 +682,10 @@ def _fit_start(
     the extra negatives and the corpus rows ``fit_rows`` only.
 
     ``seed_scores``, ``projection`` and ``offsets`` are every corpus row's products with the
-    seed, the axes and the center. Returns the solution (augmented with the bias) and every
-    row's score.
+    seed, the axes and the center; ``costs`` those of the positives, the fit rows and the extra
+    negatives. ``rest`` is one more negative row standing for all others: its outputs on the
+    seed, the axes and the bias, its product with the center, and its cost. Returns the
+    solution (augmented with the bias) and every row's score.
     """
     d = len(seed)
     directions = np.zeros((d + 1, axes.shape[1] + 2))
@@ -678,9 +697,13 @@ def _fit_start(
     small_outputs = small @ directions[:d] + directions[d]
     # The outputs of the directions (at unit length) on every row of this problem, built in place:
     # on a small corpus they are a sizeable share of the memory budget.
-    outputs = np.empty((p + rows + len(extra), directions.shape[1]))
+    last = p + rows + len(extra)  # where the rest's row goes, if there is one
+    outputs = np.empty((last + (rest is not None), directions.shape[1]))
     outputs[:p] = small_outputs[:p]
-    outputs[p + rows :] = small_outputs[p:]
+    outputs[p + rows : last] = small_outputs[p:]
+    if rest is not None:
+        outputs[last] = rest[0]
+        costs = np.append(costs, rest[2])
     middle = outputs[p : p + rows]
     middle[:, 0] = seed_scores[fit_rows]
     for j in range(axes.shape[1]):
@@ -692,8 +715,10 @@ def _fit_start(
     if len(kept) < directions.shape[1]:
         outputs = outputs[:, kept]
     units = directions[:, kept] / lengths[kept]
-    y = np.concatenate([np.ones(p), -np.ones(rows + len(extra))])
-    base = np.concatenate([positives @ center, offsets[fit_rows], extra @ center])
+    y = np.concatenate([np.ones(p), -np.ones(len(outputs) - p)])
+    base = np.concatenate(
+        [positives @ center, offsets[fit_rows], extra @ center, [rest[1]] if rest else []]
+    )
     delta = _subspace_min(
         base, outputs, y, costs, units.T @ units, np.zeros(len(kept)), chunk, info
     )
