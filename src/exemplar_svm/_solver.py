@@ -225,11 +225,10 @@ def solve(
     # corpus it looks at those only.
     fit_rows = np.flatnonzero(~excluded)
     eligible = np.flatnonzero(~excluded & ~special)
-    pool = eligible  # where the working set is picked from
+    every_row = len(fit_rows)
     if not has_center and len(fit_rows) > _SEED_FIT_ROWS:
         top = np.argpartition(-seed_scores[fit_rows], _SEED_FIT_ROWS - 1)[:_SEED_FIT_ROWS]
         fit_rows = fit_rows[top]
-        pool = fit_rows[~special[fit_rows]]
     # The best solution over the seed, the bias and the corpus's principal axes: their outputs
     # on every row are known, so this small problem needs no pass, and its scores rank the
     # support vectors far better than the seed's alone.
@@ -238,17 +237,27 @@ def solve(
         axes, projection = stats.axes(corpus)
     # The rows the fit leaves out enter it as one aggregate row (their weighted mean), as in
     # the restricted problem below.
-    rest_weight = float(corpus_weights.sum() - corpus_weights[fit_rows].sum())
     rest = None
-    if rest_weight > 0:
+    if len(fit_rows) < every_row:
         fit_weights = corpus_weights[fit_rows]
-        rest_sums = np.r_[
-            corpus_weights @ seed_scores - fit_weights @ seed_scores[fit_rows],
-            corpus_weights @ projection - fit_weights @ projection[fit_rows],
-            rest_weight,
-            corpus_weights @ offsets - fit_weights @ offsets[fit_rows],
-        ]
-        rest = (rest_sums[:-1] / rest_weight, rest_sums[-1] / rest_weight, unit_cost * rest_weight)
+        rest_weight = float(weight_total - extra_weights.sum() - fit_weights.sum())
+        # Sums over all rows from the column sum; then the few rows weighted other than 1
+        # (left out or named) and the fit rows are corrected for.
+        odd = np.flatnonzero(corpus_weights != 1)
+
+        def outputs(rows: NDArray[np.intp]) -> NDArray[F64]:
+            return np.column_stack([seed_scores[rows], projection[rows], offsets[rows]])
+
+        totals = (
+            corpus_sum @ np.column_stack([seed, axes, center])
+            + (corpus_weights[odd] - 1) @ outputs(odd)
+            - fit_weights @ outputs(fit_rows)
+        )
+        rest = (
+            np.r_[totals[:-1], rest_weight] / rest_weight,
+            totals[-1] / rest_weight,
+            unit_cost * rest_weight,
+        )
     w, scores = _fit_start(
         seed,
         axes,
@@ -269,16 +278,14 @@ def solve(
     # Two and a half times the rows active at the start (fewer if the memory budget allows
     # fewer): the support vectors are nearly all among them, and a second round would cost a
     # second pass to verify.
-    active = int(np.count_nonzero(scores[fit_rows] > -1))
+    active = int(np.count_nonzero(scores[eligible] > -1))
     in_set = special.copy()
     limit = _gather_limit(n, d) - int(special.sum())
     size = min(len(eligible), max(64, 5 * active // 2))
     if active < limit < size:  # (room for the likely support vectors, if not for twice as many)
         size = limit
-    if size > len(pool):  # (the top of the seed ranking holds too few)
-        pool = eligible
     if size:
-        in_set[pool[np.argpartition(-scores[pool], size - 1)[:size]]] = True
+        in_set[eligible[np.argpartition(-scores[eligible], size - 1)[:size]]] = True
 
     # The gradient bound on the scores is for a row of the corpus's root-mean-square length.
     squares = stats.squares(corpus) if stats is not None else float(np.vdot(corpus, corpus))
@@ -706,8 +713,7 @@ def _fit_start(
         costs = np.append(costs, rest[2])
     middle = outputs[p : p + rows]
     middle[:, 0] = seed_scores[fit_rows]
-    for j in range(axes.shape[1]):
-        middle[:, j + 1] = projection[fit_rows, j]
+    middle[:, 1:-1] = projection[fit_rows]
     middle[:, -1] = 1.0
     lengths = np.linalg.norm(directions, axis=0)
     kept = _independent(directions / np.where(lengths > 0, lengths, 1.0))
