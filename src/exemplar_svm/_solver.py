@@ -82,6 +82,8 @@ _WIDE_ENTRIES = 1 << 16
 # Rows the starting fit looks at (the top of the seed ranking); the working set is picked among
 # them too when they are enough.
 _SEED_FIT_ROWS = 8192
+# Rows it samples from the rest of a large corpus, to stand for them.
+_REST_SAMPLE = 2048
 # Float64 products with the float32 corpus go in blocks of 1/32 of it (a block's float64 copy is
 # temporary).
 _BLOCK_SHARE = 32
@@ -235,29 +237,18 @@ def solve(
     axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
     if stats is not None:
         axes, projection = stats.axes(corpus)
-    # The rows the fit leaves out enter it as one aggregate row (their weighted mean), as in
-    # the restricted problem below.
-    rest = None
+    # The rows the fit leaves out are represented by a fixed sample of them, weighted up to
+    # stand for all of them: so the fit's scores are sensible on every row.
+    costs = unit_cost * corpus_weights[fit_rows]
     if len(fit_rows) < every_row:
-        fit_weights = corpus_weights[fit_rows]
-        rest_weight = float(weight_total - extra_weights.sum() - fit_weights.sum())
-        # Sums over all rows from the column sum; then the few rows weighted other than 1
-        # (left out or named) and the fit rows are corrected for.
-        odd = np.flatnonzero(corpus_weights != 1)
-
-        def outputs(rows: NDArray[np.intp]) -> NDArray[F64]:
-            return np.column_stack([seed_scores[rows], projection[rows], offsets[rows]])
-
-        totals = (
-            corpus_sum @ np.column_stack([seed, axes, center])
-            + (corpus_weights[odd] - 1) @ outputs(odd)
-            - fit_weights @ outputs(fit_rows)
-        )
-        rest = (
-            np.r_[totals[:-1], rest_weight] / rest_weight,
-            totals[-1] / rest_weight,
-            unit_cost * rest_weight,
-        )
+        left = ~excluded
+        left[fit_rows] = False
+        rest = np.flatnonzero(left)
+        drawn = min(_REST_SAMPLE, len(rest))
+        sample = np.sort(np.random.default_rng(0).choice(rest, drawn, replace=False))
+        scale = float(corpus_weights[rest].sum() / corpus_weights[sample].sum())
+        fit_rows = np.concatenate([fit_rows, sample])
+        costs = np.concatenate([costs, scale * unit_cost * corpus_weights[sample]])
     w, scores = _fit_start(
         seed,
         axes,
@@ -268,10 +259,7 @@ def solve(
         projection,
         offsets,
         fit_rows,
-        np.concatenate(
-            [positive_cost, unit_cost * corpus_weights[fit_rows], unit_cost * extra_weights]
-        ),
-        rest,
+        np.concatenate([positive_cost, costs, unit_cost * extra_weights]),
         _chunk_rows(corpus),
         info,
     )
@@ -681,7 +669,6 @@ def _fit_start(
     offsets: NDArray[F64],
     fit_rows: NDArray[np.intp],
     costs: NDArray[F64],
-    rest: tuple[NDArray[F64], float, float] | None,
     chunk: int,
     info: SolveInfo,
 ) -> tuple[NDArray[F64], NDArray[F64]]:
@@ -689,10 +676,8 @@ def _fit_start(
     the extra negatives and the corpus rows ``fit_rows`` only.
 
     ``seed_scores``, ``projection`` and ``offsets`` are every corpus row's products with the
-    seed, the axes and the center; ``costs`` those of the positives, the fit rows and the extra
-    negatives. ``rest`` is one more negative row standing for all others: its outputs on the
-    seed, the axes and the bias, its product with the center, and its cost. Returns the
-    solution (augmented with the bias) and every row's score.
+    seed, the axes and the center; ``costs`` are those of the positives, the fit rows and the
+    extra negatives. Returns the solution (augmented with the bias) and every row's score.
     """
     d = len(seed)
     directions = np.zeros((d + 1, axes.shape[1] + 2))
@@ -704,13 +689,9 @@ def _fit_start(
     small_outputs = small @ directions[:d] + directions[d]
     # The outputs of the directions (at unit length) on every row of this problem, built in place:
     # on a small corpus they are a sizeable share of the memory budget.
-    last = p + rows + len(extra)  # where the rest's row goes, if there is one
-    outputs = np.empty((last + (rest is not None), directions.shape[1]))
+    outputs = np.empty((p + rows + len(extra), directions.shape[1]))
     outputs[:p] = small_outputs[:p]
-    outputs[p + rows : last] = small_outputs[p:]
-    if rest is not None:
-        outputs[last] = rest[0]
-        costs = np.append(costs, rest[2])
+    outputs[p + rows :] = small_outputs[p:]
     middle = outputs[p : p + rows]
     middle[:, 0] = seed_scores[fit_rows]
     middle[:, 1:-1] = projection[fit_rows]
@@ -722,9 +703,7 @@ def _fit_start(
         outputs = outputs[:, kept]
     units = directions[:, kept] / lengths[kept]
     y = np.concatenate([np.ones(p), -np.ones(len(outputs) - p)])
-    base = np.concatenate(
-        [positives @ center, offsets[fit_rows], extra @ center, [rest[1]] if rest else []]
-    )
+    base = np.concatenate([positives @ center, offsets[fit_rows], extra @ center])
     delta = _subspace_min(
         base, outputs, y, costs, units.T @ units, np.zeros(len(kept)), chunk, info
     )
