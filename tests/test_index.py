@@ -391,7 +391,7 @@ def test_search_batch_equals_one_at_a_time(mode: str) -> None:
         np.testing.assert_allclose([h.score for h in got], [h.score for h in expected], atol=1e-6)
     # Groups of queries whose solves share their first pass (one matrix product), with a prior
     # (a second direction each) and named examples.
-    many = list(data[:11]) + [data[11:13]]
+    many = [*list(data[:11]), data[11:13]]
     options = {"prior": 0.5, "negatives": [index.ids[3]], "positives": [index.ids[4]]}
     batch = index.search_batch(many, k=5, mode=mode, **options)
     single = [index.search(query, k=5, mode=mode, **options) for query in many]

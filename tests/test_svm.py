@@ -178,7 +178,7 @@ def test_a_full_memory_budget_shrinks_the_working_set_and_stays_exact(
     corpus = corpus_embeddings("cranfield")
     query = query_embeddings("cranfield")[0]
     weights = np.ones(len(corpus))
-    coef, intercept, scores, info = _solver.solve(
+    coef, intercept, _scores, info = _solver.solve(
         query[np.newaxis].astype(np.float64),
         _solver.as_corpus(corpus),
         weights,

@@ -186,9 +186,9 @@ def solve(
     center : (d,), optional
         Regularise ``w`` towards ``center`` instead of 0: the objective's first term becomes
         ``1/2 (|w - center|^2 + b^2)`` (a prior such as the text query's direction).
-    products : (n, 2), optional
-        ``corpus_products(corpus, [seed, center])`` with this problem's :func:`seed_direction`,
-        when the caller computed them (one pass over the corpus for many problems).
+    products : (n, m), optional
+        ``corpus_products(corpus, first_directions(...))`` for this problem, when the caller
+        computed them (one pass over the corpus for many problems).
 
     Returns
     -------
@@ -212,13 +212,15 @@ def solve(
     excluded = corpus_weights == 0
     special = ~excluded & (corpus_weights != 1)  # named negatives: always in the working set
     excluded_sum = corpus[excluded].sum(axis=0, dtype=F64)  # rows named as positives: few
-    seed = seed_direction(
-        positives, corpus, corpus_weights, extra, extra_weights, stats, positive_weights
+    # One pass scores the corpus along the seed, the center (when there is one) and each of
+    # several positives.
+    first = first_directions(
+        positives, corpus, corpus_weights, extra, extra_weights, stats, positive_weights, center
     )
-    # One pass scores the corpus along the seed (and the center, when there is one).
+    seed = first[0]
     has_center = bool(center.any())
     if products is None:
-        products = corpus_products(corpus, np.vstack([seed, center] if has_center else [seed]))
+        products = corpus_products(corpus, first)
         info.passes += 1
     seed_scores = products[:, 0]
     offsets = products[:, 1] if has_center else np.zeros(n)
@@ -237,6 +239,9 @@ def solve(
     axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
     if stats is not None:
         axes, projection = stats.axes(corpus)
+    if p > 1:  # each positive is a stiff direction too (its cost is large): it joins the axes
+        axes = np.column_stack([axes, first[1 + has_center :].T])
+        projection = np.column_stack([projection, products[:, 1 + has_center :]])
     # The rows the fit leaves out are represented by a fixed sample of them, weighted up to
     # stand for all of them: so the fit's scores are sensible on every row.
     costs = unit_cost * corpus_weights[fit_rows]
@@ -382,6 +387,30 @@ def _wide_product(rows: NDArray[np.float32], vectors: NDArray[F64]) -> NDArray[F
     """``rows @ vectors.T`` in float64 (for a tiny matrix, whose float64 copy is small)."""
     product: NDArray[F64] = rows.astype(F64) @ vectors.T
     return product
+
+
+def first_directions(
+    positives: NDArray[F64],
+    corpus: NDArray[np.float32],
+    corpus_weights: NDArray[F64],
+    extra: NDArray[F64],
+    extra_weights: NDArray[F64],
+    stats: CorpusStats | None = None,
+    positive_weights: NDArray[F64] | None = None,
+    center: NDArray[F64] | None = None,
+) -> NDArray[F64]:
+    """The directions :func:`solve` scores the corpus along in its first pass (same arguments):
+    the :func:`seed_direction`, the center when there is one, and each positive when there are
+    several (in float32 numbers)."""
+    seed = seed_direction(
+        positives, corpus, corpus_weights, extra, extra_weights, stats, positive_weights
+    )
+    rows = [seed[np.newaxis]]
+    if center is not None and center.any():
+        rows.append(center[np.newaxis])
+    if len(positives) > 1:
+        rows.append(positives.astype(F32).astype(F64))
+    return np.vstack(rows)
 
 
 def seed_direction(
@@ -765,6 +794,29 @@ class CorpusStats:
     @classmethod
     def of(cls, corpus: NDArray[np.float32]) -> CorpusStats:
         return cls(corpus.sum(axis=0, dtype=F64), len(corpus))
+
+    @classmethod
+    def borrowed(
+        cls,
+        corpus: NDArray[np.float32],
+        reference: CorpusStats,
+        reference_corpus: NDArray[np.float32],
+    ) -> CorpusStats:
+        """Statistics of ``corpus`` whose whitener and principal axes are those of ``reference``
+        (the statistics of ``reference_corpus``, a sample of the same collection, computed once):
+        only the column sum and the rows' outputs on the axes are ``corpus``'s own. Any
+        whitener and axes keep the solver exact; good ones save it passes."""
+        axes, _ = reference.axes(reference_corpus)
+        scale = len(corpus) / max(reference.count, 1)
+        stats = cls(
+            corpus.sum(axis=0, dtype=F64),
+            len(corpus),
+            reference.second_moment(reference_corpus) * scale,
+        )
+        stats._inverse = reference.whitener(reference_corpus)
+        stats._axes = axes
+        stats._projection = _project(corpus, axes)
+        return stats
 
     def extended(self, corpus: NDArray[np.float32], new: NDArray[np.float32]) -> CorpusStats:
         """Statistics of ``corpus`` (the old rows) plus ``new``, updated, not recomputed."""

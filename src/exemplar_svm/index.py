@@ -26,7 +26,7 @@ from exemplar_svm._checks import (
     unit_rows,
 )
 from exemplar_svm._files import read_versioned_json, write_atomic
-from exemplar_svm._solver import CorpusStats, corpus_products, seed_direction, solve
+from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve
 from exemplar_svm.stores import Metric
 
 Mode = Literal["svm", "knn", "hybrid"]
@@ -590,19 +590,9 @@ def _plan(
 
 
 def _first_pass(problem: dict[str, Any]) -> NDArray[np.float64]:
-    """The directions ``solve`` scores the corpus along first for ``problem``: its seed, and its
-    center when it has one."""
-    seed = seed_direction(
-        problem["positives"],
-        problem["corpus"],
-        problem["corpus_weights"],
-        problem["extra"],
-        problem["extra_weights"],
-        problem["stats"],
-        problem["positive_weights"],
-    )
-    center = problem["center"]
-    return np.vstack([seed] if center is None or not center.any() else [seed, center])
+    """The directions ``solve`` scores the corpus along first for ``problem``."""
+    arguments = {name: value for name, value in problem.items() if name != "C"}
+    return first_directions(**arguments)
 
 
 def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
