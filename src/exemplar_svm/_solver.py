@@ -795,29 +795,6 @@ class CorpusStats:
     def of(cls, corpus: NDArray[np.float32]) -> CorpusStats:
         return cls(corpus.sum(axis=0, dtype=F64), len(corpus))
 
-    @classmethod
-    def borrowed(
-        cls,
-        corpus: NDArray[np.float32],
-        reference: CorpusStats,
-        reference_corpus: NDArray[np.float32],
-    ) -> CorpusStats:
-        """Statistics of ``corpus`` whose whitener and principal axes are those of ``reference``
-        (the statistics of ``reference_corpus``, a sample of the same collection, computed once):
-        only the column sum and the rows' outputs on the axes are ``corpus``'s own. Any
-        whitener and axes keep the solver exact; good ones save it passes."""
-        axes, _ = reference.axes(reference_corpus)
-        scale = len(corpus) / max(reference.count, 1)
-        stats = cls(
-            corpus.sum(axis=0, dtype=F64),
-            len(corpus),
-            reference.second_moment(reference_corpus) * scale,
-        )
-        stats._inverse = reference.whitener(reference_corpus)
-        stats._axes = axes
-        stats._projection = _project(corpus, axes)
-        return stats
-
     def extended(self, corpus: NDArray[np.float32], new: NDArray[np.float32]) -> CorpusStats:
         """Statistics of ``corpus`` (the old rows) plus ``new``, updated, not recomputed."""
         gram = None
