@@ -128,13 +128,48 @@ def test_results_come_from_the_whole_store_not_only_the_fetched_documents() -> N
     rng = np.random.default_rng(0)
     corpus = rng.normal(size=(3000, 32))
     store = ArrayStore(corpus)
+    index = StoreIndex(store, background=300, candidates=5, max_candidates=0)
+    exact = ExemplarIndex(corpus, ids=store.ids)
+    query = corpus[0] + corpus[1]
+    got = [hit.id for hit in index.search(query, 10, mode="svm", C=1.0, feedback=0)]
+    expected = [hit.id for hit in exact.search(query, 10, mode="svm", C=1.0, feedback=0)]
+    # A rough model (no margin documents fetched, a small background), but ranked over the store.
+    assert len(set(got) & set(expected)) >= 4
+    assert "search_by_vector" in store.calls
+    known = {hit.id for hit in exact.search(query, 5, mode="knn")} | set(index.background_ids)
+    assert set(got) - known, "every hit was fetched or sampled: the store ranked nothing"
+
+
+def test_a_background_covering_the_store_needs_no_last_query() -> None:
+    # Every document is in the problem with its own weight: the candidates hold the top k.
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(3000, 32))
+    store = ArrayStore(corpus)
     index = StoreIndex(store, background=3000, candidates=5, max_candidates=0)
     exact = ExemplarIndex(corpus, ids=store.ids)
     query = corpus[0] + corpus[1]
     got = index.search(query, 10, mode="svm", C=1.0, feedback=0)
     expected = exact.search(query, 10, mode="svm", C=1.0, feedback=0)
     assert [hit.id for hit in got] == [hit.id for hit in expected]
-    assert "search_by_vector" in store.calls
+    assert "search_by_vector" not in store.calls
+
+
+@pytest.mark.parametrize("options", [SVM, {}], ids=["svm", "default"])
+def test_an_estimated_skip_keeps_the_proven_ranking(options: dict[str, Any]) -> None:
+    # Clustered embeddings at 10x the background: in 384 dimensions no bound over the sphere
+    # proves the top 10, but the background's tail says when the fetched documents hold it.
+    corpus = clustered(20_000, 384, 0.2, seed=4)
+    estimated = ArrayStore(corpus)
+    proven = ArrayStore(corpus)
+    fast = StoreIndex(estimated, background=2000, skip_when="estimated")
+    slow = StoreIndex(proven, background=2000, skip_when="proven")
+    agree = []
+    for row in range(0, 20_000, 2000):
+        got = [hit.id for hit in fast.search(corpus[row], 10, **options)]
+        expected = [hit.id for hit in slow.search(corpus[row], 10, **options)]
+        agree.append(len(set(got) & set(expected)) / 10)
+    assert np.mean(agree) >= 0.98
+    assert estimated.calls.count("search_by_vector") < proven.calls.count("search_by_vector")
 
 
 def test_fetched_documents_that_prove_the_top_k_skip_the_last_store_query() -> None:
@@ -225,3 +260,30 @@ def test_bad_settings_are_refused() -> None:
         StoreIndex(store, background=-1)
     with pytest.raises(ValueError, match="k must be"):
         StoreIndex(store, candidates=0)
+    with pytest.raises(ValueError, match="skip_when must be one of 'estimated', 'proven'"):
+        StoreIndex(store, skip_when="maybe")  # type: ignore[arg-type]
+
+
+def test_concurrent_searches_restore_the_blas_threads() -> None:
+    # Searches run numpy's BLAS on one thread (the store scans on the same cores); however
+    # they overlap, the last one out restores the setting.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def blas_threads() -> list[int]:
+        return [
+            entry["num_threads"]
+            for entry in threadpoolctl.threadpool_info()
+            if entry["user_api"] == "blas"
+        ]
+
+    corpus = clustered(3000, 32, 0.3, seed=6)
+    index = StoreIndex(ArrayStore(corpus), background=500)
+    before = blas_threads()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        limited = blas_threads()
+        with ThreadPoolExecutor(4) as workers:
+            results = list(workers.map(lambda row: index.search(corpus[row], 5), range(12)))
+        assert blas_threads() == limited
+    assert blas_threads() == before
+    assert [hits[0].id for hits in results[:3]] == ["doc-0", "doc-1", "doc-2"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from exemplar_svm import ExemplarIndex
-from exemplar_svm.stores import VectorStore
+from exemplar_svm.stores import BatchVectorStore, VectorStore, nearest_many
 
 N, DIM = 300, 16
 IDS = [f"doc-{row:03d}" for row in range(N)]
@@ -187,6 +187,24 @@ def test_nearest_returns_at_most_the_store(store: VectorStore) -> None:
     ids, vectors = store.nearest(DATA[0], N + 50)
     assert sorted(ids) == IDS
     assert vectors.shape == (N, DIM)
+
+
+def test_nearest_many_answers_each_vector_as_nearest_does(
+    store: VectorStore, request: pytest.FixtureRequest
+) -> None:
+    # The engines answer a batch in one request; the in-memory index through the fallback.
+    engine = request.node.callspec.params["store"].partition("-")[0]
+    assert isinstance(store, BatchVectorStore) == (engine != "memory")
+    queries = unit(3, seed=12)
+    sizes = [10, 3, N + 20]
+    answers = nearest_many(store, queries, sizes)
+    assert len(answers) == 3
+    for query, size, (ids, vectors) in zip(queries, sizes, answers, strict=True):
+        assert ids == exact(query, min(size, N))
+        assert_stored(ids, vectors)
+    assert nearest_many(store, queries[:0], []) == []
+    with pytest.raises(ValueError, match="one k per vector"):
+        nearest_many(store, queries, [10, 10])
 
 
 def test_fetch_keeps_the_asked_order(store: VectorStore) -> None:

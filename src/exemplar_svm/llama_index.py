@@ -65,7 +65,7 @@ from exemplar_svm.index import (
     check_search_options,
 )
 from exemplar_svm.store_index import StoreIndex
-from exemplar_svm.stores import Metric, VectorStore
+from exemplar_svm.stores import Metric, VectorStore, nearest_many
 
 __all__ = [
     "PERSIST_FILENAME",
@@ -319,7 +319,9 @@ class ExemplarSVMRetriever(BaseRetriever):
             "max_candidates": max_candidates,
             "seed": seed,
         }
-        store_settings = {name: value for name, value in settings.items() if value is not None}
+        store_settings: dict[str, Any] = {
+            name: value for name, value in settings.items() if value is not None
+        }
         exemplar_index: ExemplarIndex | StoreIndex
         source = None
         if index is not None and (store is not None or _is_external(index)):
@@ -966,6 +968,12 @@ class _QueryStore:
 
     def nearest(self, vector: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
         return self.core.nearest(vector, k)
+
+    def nearest_many(
+        self, vectors: NDArray[np.float32], k: Sequence[int]
+    ) -> list[tuple[list[str], NDArray[np.float32]]]:
+        # The core's batched search when it has one (FAISS scans once for all the vectors).
+        return nearest_many(self.core, vectors, k)
 
     def search_by_vector(self, vector: NDArray[np.float32], k: int) -> list[str]:
         query = VectorStoreQuery(

@@ -8,16 +8,18 @@ stands in for all the others:
 1. Train a first model against the cached background sample alone, each sampled document
    standing for ``count / len(sample)`` documents, and estimate from it how many documents lie
    inside the SVM's margin: the documents the full SVM has to see.
-2. Fetch, with their vectors and at the same time, the ``candidates`` nearest documents of the
-   query and that many (at most ``max_candidates``) of the documents the first model ranks
-   highest.
+2. Fetch, with their vectors and in one store request, the ``candidates`` nearest documents of
+   the query and 1.5 times that many (at most ``max_candidates``) of the documents the first
+   model ranks highest.
 3. Train on the fetched documents (weight 1 each) plus the background documents that were not
    fetched, which stand for the rest of the store (each weighs ``rest / their number``): an
    unbiased estimate of the full loss, stratified by what was fetched.
 4. Rank the store by the model: a linear score orders documents like the store's similarity
-   to the weight vector (cosine always; inner product and L2 on unit-normalised vectors). When a
-   bound proves that no unfetched document can beat the fetched top ``k``, the store need not be
-   asked again; otherwise the store's own search with the weight vector ranks the collection.
+   to the weight vector (cosine always; inner product and L2 on unit-normalised vectors). The
+   fetched documents and the background hold the top ``k`` when no unfetched document can beat
+   the ``k``-th: proven by a bound over the unit sphere, or (``skip_when="estimated"``, the
+   default) estimated from the background's tail. Otherwise the store's own search with the
+   weight vector ranks the collection.
 
 With a background at least as large as the store every document is in the problem with its true
 weight, so the search equals :meth:`ExemplarIndex.search` on the same vectors. Memory on the
@@ -29,9 +31,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -56,59 +57,146 @@ from exemplar_svm.index import (
     direction_of,
     split_examples,
 )
-from exemplar_svm.stores import METRICS, VectorStore
+from exemplar_svm.stores import METRICS, VectorStore, nearest_many
 
+F32 = np.float32
 F64 = np.float64
+#: When the last store query (ranking the collection by the model) is skipped: when the fetched
+#: documents provably hold the top k, or also when the background estimates that they do.
+SkipWhen = Literal["estimated", "proven"]
 DEFAULT_BACKGROUND = 4000
 DEFAULT_CANDIDATES = 256
-DEFAULT_MAX_CANDIDATES = 8192
+DEFAULT_MAX_CANDIDATES = 16384
+DEFAULT_SKIP_WHEN: SkipWhen = "estimated"
 # Stored vectors count as unit-normalised within this tolerance (float32 embeddings).
 _UNIT_TOLERANCE = 1e-3
+# Rows this close to unit length are used as stored (renormalising would only add rounding).
+_STORED_UNIT = 1e-6
 # Fetch this many times the margin violators the sample predicts: the estimate is noisy.
 _VIOLATOR_MARGIN = 1.5
+# The estimate skips the last query when fewer than this many unfetched documents are expected
+# to beat the k-th hit: at most about one search in ten may then lose one hit, and the fitted
+# tail is heavier than the real one.
+_EXPECTED_MISSES = 0.1
+# The tail of the unfetched background's scores is fitted to its top share (at least _TAIL_ROWS
+# rows), and not estimated at all from fewer than _TAIL_SAMPLE documents.
+_TAIL_SHARE = 0.01
+_TAIL_ROWS = 10
+_TAIL_SAMPLE = 1000
+
+
+def _products(rows: NDArray[F32], vectors: NDArray[F64]) -> NDArray[F64]:
+    """``rows @ vectors.T`` as an ``(n, m)`` float64 array, in one float32 pass over ``rows``.
+
+    Each float64 vector is split into a float32 part and a float32 remainder, so the products
+    are as exact as float32 sums allow, without a float64 copy of the rows.
+    """
+    vectors = np.atleast_2d(vectors)
+    high = vectors.astype(F32)
+    low = (vectors - high).astype(F32)
+    both = rows @ np.vstack([high, low]).T
+    out: NDArray[F64] = both[:, : len(vectors)].astype(F64) + both[:, len(vectors) :]
+    return out
+
+
+def _bound(direction: NDArray[F64], regions: Sequence[tuple[NDArray[F64], float]]) -> float:
+    """An upper bound of ``direction @ x`` over every unit ``x`` outside the fetched regions.
+
+    Outside, ``u @ x < t`` for each region ``(u, t)``, so for any ``beta >= 0``
+    ``direction @ x <= |direction - sum beta u| + sum beta t``; a few choices of beta are tried
+    and the smallest bound kept.
+    """
+    best = float(np.linalg.norm(direction))
+    for u, t in regions:
+        beta = max(0.0, float(direction @ u))
+        best = min(best, float(np.linalg.norm(direction - beta * u)) + beta * t)
+    if len(regions) > 1:
+        basis = np.array([u for u, _ in regions])
+        beta, *_ = np.linalg.lstsq(basis.T, direction, rcond=None)
+        if (beta >= 0).all():
+            thresholds = np.array([t for _, t in regions])
+            residual = direction - basis.T @ beta
+            best = min(best, float(np.linalg.norm(residual)) + float(beta @ thresholds))
+    return best
+
+
+def _expected_misses(rest: NDArray[F64], outside: int, cut: float) -> float:
+    """How many of the ``outside`` unfetched documents are expected to score above ``cut``,
+    from the scores ``rest`` of the background documents that were not fetched (a uniform
+    sample of them).
+
+    The top of the sample's scores is fitted with an exponential tail, which is heavier than
+    the Gaussian a linear score over many embeddings is close to (and than the thinner tail of
+    documents outside the fetched top), and extrapolated to the ``outside`` documents. Without
+    a large enough sample any number of documents may be missed.
+    """
+    size = len(rest)
+    if size < _TAIL_SAMPLE:
+        return math.inf
+    top = max(_TAIL_ROWS, math.ceil(_TAIL_SHARE * size))
+    highest = np.partition(rest, size - top)[size - top :]
+    floor = float(highest.min())
+    # The maximum-likelihood scale of the excesses over the floor.
+    scale = float(highest.sum() - top * floor) / (top - 1)
+    if cut <= floor or scale <= 0:
+        return math.inf if cut <= floor else 0.0
+    return outside * top / size * math.exp(-(cut - floor) / scale)
+
+
+class _OneBlasThread:
+    """While any search computes, numpy's BLAS runs on one thread.
+
+    The store's engine (FAISS in this process, or a database on the same machine) scans on the
+    same cores right after each solve, and BLAS worker threads spin for a while after their
+    last task: measured with FAISS on 2 cores, its scans took 30% longer after a solve on two
+    BLAS threads, more than the solves (tens of thousands of rows) lose on one. The limit is
+    process-wide (threadpoolctl), so concurrent searches share it: the first one in sets it and
+    the last one out restores the previous setting. Without threadpoolctl (a dependency of
+    scikit-learn) nothing is limited.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None
+        self._controller: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._limiter = self._limit()
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+    def _limit(self) -> Any:
+        try:
+            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+        except ImportError:  # pragma: no cover - installed with scikit-learn
+            return None
+        if self._controller is None:
+            self._controller = ThreadpoolController()
+        return self._controller.limit(limits=1, user_api="blas")
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 @dataclass
-class _Pool:
-    """The documents fetched for one query, with the regions of the store they cover."""
+class _Candidates:
+    """The documents one search knows: fetched ones, then the background's other documents."""
 
     ids: list[str]
-    vectors: NDArray[F64]  # unit rows
+    vectors: NDArray[F32]  # unit rows, C-contiguous
+    fetched: int  # rows before this came from the store's searches
     position: dict[str, int]
-    # Each fetch covers the documents with ``direction @ x >= threshold`` (its last score).
+    # Each fetch covers the documents with ``aim @ x >= threshold`` (its last score).
     regions: list[tuple[NDArray[F64], float]]
-
-    def add(self, ids: list[str], vectors: NDArray[F64], direction: NDArray[F64] | None) -> None:
-        """Add fetched documents; ``direction`` is what the store ranked them by, if anything:
-        they are its top, so it covers every document that scores as high."""
-        new = [i for i, item in enumerate(ids) if item not in self.position]
-        for i in new:
-            self.position[ids[i]] = len(self.ids)
-            self.ids.append(ids[i])
-        self.vectors = np.vstack([self.vectors, vectors[new]])
-        if direction is not None:
-            scores = vectors @ direction
-            self.regions.append((direction, float(scores.min()) if len(scores) else math.inf))
-
-    def bound(self, direction: NDArray[F64]) -> float:
-        """An upper bound of ``direction @ x`` over every unit ``x`` outside the fetched regions.
-
-        Outside, ``u @ x < t`` for each region, so for any ``beta >= 0``
-        ``direction @ x <= |direction - sum beta u| + sum beta t``; a few choices of beta are
-        tried and the smallest bound kept.
-        """
-        best = float(np.linalg.norm(direction))
-        for u, t in self.regions:
-            beta = max(0.0, float(direction @ u))
-            best = min(best, float(np.linalg.norm(direction - beta * u)) + beta * t)
-        if len(self.regions) > 1:
-            basis = np.array([u for u, _ in self.regions])
-            beta, *_ = np.linalg.lstsq(basis.T, direction, rcond=None)
-            if (beta >= 0).all():
-                thresholds = np.array([t for _, t in self.regions])
-                residual = direction - basis.T @ beta
-                best = min(best, float(np.linalg.norm(residual)) + float(beta @ thresholds))
-        return best
 
 
 class StoreIndex:
@@ -116,22 +204,44 @@ class StoreIndex:
 
     Searches like :meth:`ExemplarIndex.search`, with the same modes and options, but reads only a
     cached background sample and, per query, the documents near the query and near the SVM's
-    margin; the whole store is ranked by the store's own similarity search.
+    margin; the whole store is ranked by the store's own similarity search when the fetched
+    documents may not hold the top ``k``.
 
     Parameters
     ----------
     store : VectorStore
-        The vector database (see :mod:`exemplar_svm.stores`); its ids name the results.
+        The vector database (see :mod:`exemplar_svm.stores`); its ids name the results. A store
+        that implements :class:`exemplar_svm.stores.BatchVectorStore` is asked for both fetches
+        in one request (FAISS then scans its vectors once for the two).
     background : int, default=4000
         Size of the random sample that stands for the documents not fetched. Drawn once, on the
         first search, and kept until :meth:`refresh_background`. A background at least as large
         as the store makes the search exact.
     candidates : int, default=256
         Nearest documents of the query fetched (with vectors) on every search.
-    max_candidates : int, default=8192
-        At most this many more documents fetched, those the first model ranks highest.
+    max_candidates : int, default=16384
+        At most this many more documents fetched, those the first model ranks highest (about
+        1.5 times the documents it finds inside the margin: a few thousand at 100k documents,
+        tens of thousands at 1M; 16384 is also Milvus's cap). More raise the accuracy at 1M
+        documents a little and cost solve time and transfer; fewer save transfer from a remote
+        store, at some accuracy.
     seed : int, default=0
         Seed of the background sample.
+    skip_when : {"estimated", "proven"}, default="estimated"
+        When the last store query, which ranks the whole collection by the model, is skipped:
+        when a bound over the unit sphere proves that no unfetched document beats the ``k``-th
+        hit (``"proven"``: the ranking is then exactly the store's), or also when the scores of
+        the unfetched background documents, their tail extrapolated to the store's size, expect
+        fewer than 0.1 such documents (``"estimated"``: measured on clustered embeddings at 1M
+        documents, it skips the query for most searches and misses no document). The model
+        itself is an estimate unless the background covers the store, which makes both
+        settings exact.
+
+    Notes
+    -----
+    While a search trains and ranks, numpy's BLAS runs on one thread (through threadpoolctl,
+    process-wide, restored when the last concurrent search is done): the store scans on the
+    same cores next, and BLAS threads left spinning slowed FAISS's scans by 30% on 2 cores.
 
     Examples
     --------
@@ -151,6 +261,7 @@ class StoreIndex:
         candidates: int = DEFAULT_CANDIDATES,
         max_candidates: int = DEFAULT_MAX_CANDIDATES,
         seed: int = 0,
+        skip_when: SkipWhen = DEFAULT_SKIP_WHEN,
     ) -> None:
         if not isinstance(store, VectorStore):
             raise TypeError(
@@ -162,12 +273,18 @@ class StoreIndex:
                 f"the store's metric {store.metric!r} is not supported; the SVM's ranking "
                 f"through a store is exact for {', '.join(METRICS)}"
             )
+        if skip_when not in get_args(SkipWhen):
+            raise ValueError(
+                f"skip_when must be one of {', '.join(map(repr, get_args(SkipWhen)))}, "
+                f"got {skip_when!r}"
+            )
         self.store = store
         self.background = check_count(background, "background")
         self.candidates = check_k(candidates)
         self.max_candidates = check_count(max_candidates, "max_candidates")
         self.seed = check_count(seed, "seed")
-        self._sample: tuple[list[str], NDArray[F64]] | None = None
+        self.skip_when: SkipWhen = skip_when
+        self._sample: tuple[list[str], NDArray[F32]] | None = None
         self._lock = threading.Lock()
 
     def refresh_background(self) -> None:
@@ -182,7 +299,7 @@ class StoreIndex:
         """Ids of the cached background sample (drawn now if it has not been yet)."""
         return list(self._background()[0])
 
-    def _background(self) -> tuple[list[str], NDArray[F64]]:
+    def _background(self) -> tuple[list[str], NDArray[F32]]:
         with self._lock:
             sample = self._sample
         if sample is None:
@@ -192,12 +309,19 @@ class StoreIndex:
         assert sample is not None
         return sample
 
-    def _unit(self, vectors: ArrayLike, what: str) -> NDArray[F64]:
-        matrix = np.asarray(vectors, dtype=F64)
+    def _unit(self, vectors: ArrayLike, what: str) -> NDArray[F32]:
+        """Stored vectors as C-contiguous float32 unit rows (checked for ``ip`` and ``l2``)."""
+        matrix = np.asarray(vectors, dtype=F32)
         if matrix.size == 0:
             return matrix.reshape(0, matrix.shape[-1] if matrix.ndim == 2 else 0)
-        matrix = as_matrix(matrix, what)
-        norms = np.linalg.norm(matrix, axis=1)
+        if matrix.ndim != 2:
+            matrix = as_matrix(matrix, what, dtype=F32)
+        matrix = np.ascontiguousarray(matrix)
+        # A NaN or infinite value makes its row's norm so: one check instead of a pass.
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+        if not np.isfinite(norms).all():
+            as_matrix(matrix, what, dtype=F32)  # names the row with NaN or infinite values
+            raise ValueError(f"{what} has values too large to normalise; rescale the vectors")
         if self.store.metric != "cosine" and np.abs(norms - 1).max() > _UNIT_TOLERANCE:
             raise ValueError(
                 f"the store ranks by {self.store.metric!r} but its vectors are not "
@@ -205,7 +329,9 @@ class StoreIndex:
                 f"{norms.max():.4g}), so its ranking would not be the SVM's; use a store with "
                 "cosine distance, or store normalised embeddings"
             )
-        return unit_rows(matrix, what)
+        if np.abs(norms - 1).max() > _STORED_UNIT:
+            matrix = unit_rows(matrix, what)
+        return matrix
 
     def search(
         self,
@@ -262,222 +388,294 @@ class StoreIndex:
             knn_direction = direction_of(
                 (centroid - options["rocchio"] * neg_vectors.mean(axis=0))[np.newaxis]
             )
-
-        pool = _Pool([], np.empty((0, dim)), {}, [])
         if mode == "knn":
-            pool.add(*self._nearest(knn_direction, min(total, k + len(named))), knn_direction)
-            scores = pool.vectors @ knn_direction
-            return self._hits(pool, scores, named, k, query_direction)
+            answer = self._nearest([knn_direction], [min(total, k + len(named))], dim)
+            found = _gather(answer, [knn_direction], [], sample[:0])
+            scores = _products(found.vectors, knn_direction)[:, 0]
+            return _hits(found, scores, _named_rows(found, named), k, query_direction)
 
-        trainer = _Trainer(pool, options, total, named, sample, sample_ids)
+        problem = _Problem(
+            options, total, named, positive_set, neg_vectors, centroid, knn_direction
+        )
         # A first model against the background alone says where the margin lies, before any
         # store query, so both fetches (the query's neighbours, and the documents that model
-        # ranks highest: the ones the full SVM has to see) can run at the same time.
-        guess = trainer.train(positive_set, neg_vectors, centroid)
-        norm = float(np.linalg.norm(guess[0]))
-        extra = min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * trainer.violators(guess)))
-        fetches = [(knn_direction, self.candidates)]
+        # ranks highest: the ones the full SVM has to see) can go in one request.
+        with _ONE_BLAS_THREAD:
+            guess = problem.guess(sample_ids, sample)
+        norm = float(np.linalg.norm(guess.w))
+        extra = min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * guess.violators))
+        aims, sizes = [knn_direction], [self.candidates]
         if norm and extra:  # a zero model (positives like the background) aims nowhere
-            fetches.append((guess[0] / norm, extra))
-        with ThreadPoolExecutor(max_workers=len(fetches)) as workers:
-            futures = [
-                (aim, workers.submit(self._nearest, aim, min(total, size + len(named))))
-                for aim, size in fetches
-            ]
-            for aim, future in futures:
-                pool.add(*future.result(), aim)
-        trainer.pick_feedback(knn_direction)
-        model = trainer.train(positive_set, neg_vectors, centroid)
-
-        direction, offset = trainer.ranking(model, knn_direction)
-        scores = pool.vectors @ direction + offset
-        hits = self._hits(pool, scores, named, k, query_direction)
-        if len(pool.ids) >= total:
-            return hits
-        if len(hits) == k and hits[-1].score - offset > pool.bound(direction):
-            return hits
-        # The fetched documents cannot prove the top k: let the store rank the collection.
-        ids = self.store.search_by_vector(
-            (direction / np.linalg.norm(direction)).astype(np.float32), k + len(named)
+            aims.append(guess.w / norm)
+            sizes.append(extra)
+        # The store's answers are dropped once gathered: the candidates hold the rows kept.
+        found = _gather(
+            self._nearest(aims, [min(total, size + len(named)) for size in sizes], dim),
+            aims,
+            sample_ids,
+            sample,
         )
-        unseen = [item for item in dict.fromkeys(ids) if item not in pool.position]
-        if unseen:
-            pool.add(unseen, self._fetch(unseen, "results"), direction)
-            scores = pool.vectors @ direction + offset
-        return self._hits(pool, scores, named, k, query_direction)
+        with _ONE_BLAS_THREAD:
+            model = problem.train(found)
+            direction, offset, scores = problem.ranking(model, found.vectors, problem.knn)
+        excluded = _named_rows(found, named)
+        hits = _hits(found, scores, excluded, k, query_direction)
+        if model.covers:  # every document of the store is a candidate
+            return hits
+        if len(hits) == k:
+            if hits[-1].score - offset > _bound(direction, found.regions):
+                return hits
+            if self.skip_when == "estimated":
+                rest = scores[found.fetched :][~excluded[found.fetched :]]
+                outside = total - found.fetched
+                if _expected_misses(rest, outside, hits[-1].score) < _EXPECTED_MISSES:
+                    return hits
+        # The candidates may not hold the top k: let the store rank the collection.
+        ids = self.store.search_by_vector(
+            (direction / np.linalg.norm(direction)).astype(F32), k + len(named)
+        )
+        unseen = [item for item in dict.fromkeys(ids) if item not in found.position]
+        if not unseen:
+            return hits
+        vectors = self._fetch(unseen, "results")
+        more = _Candidates(
+            [*found.ids, *unseen],
+            np.concatenate([found.vectors, vectors]),
+            found.fetched,
+            found.position,
+            found.regions,
+        )
+        scores = np.r_[scores, _products(vectors, direction)[:, 0] + offset]
+        excluded = np.r_[excluded, [item in named for item in unseen]]
+        return _hits(more, scores, excluded, k, query_direction)
 
-    def _nearest(self, direction: NDArray[F64], k: int) -> tuple[list[str], NDArray[F64]]:
-        ids, vectors = self.store.nearest(direction.astype(np.float32), k)
-        return list(ids), self._unit(np.asarray(vectors).reshape(len(ids), -1), "nearest")
-
-    def _fetch(self, ids: Sequence[str], what: str) -> NDArray[F64]:
-        return self._unit(np.asarray(self.store.fetch(ids)).reshape(len(ids), -1), what)
-
-    def _hits(
-        self,
-        pool: _Pool,
-        scores: NDArray[F64],
-        named: set[str],
-        k: int,
-        query_direction: NDArray[F64],
-    ) -> list[Hit]:
-        keep = np.array([item not in named for item in pool.ids], dtype=bool)
-        rows = np.flatnonzero(keep)
-        # Ties go to the document fetched first: the same order every run.
-        order = rows[np.lexsort((rows, -scores[rows]))][:k]
-        similarity = pool.vectors[order] @ query_direction
+    def _nearest(
+        self, aims: Sequence[NDArray[F64]], sizes: Sequence[int], dim: int
+    ) -> list[tuple[list[str], NDArray[F32]]]:
+        answers = nearest_many(self.store, np.array(aims, dtype=F32), sizes)
         return [
-            Hit(pool.ids[row], float(scores[row]), float(cosine))
-            for row, cosine in zip(order, similarity, strict=True)
+            (list(ids), self._unit(np.asarray(vectors).reshape(len(ids), dim), "nearest"))
+            for ids, vectors in answers
         ]
+
+    def _fetch(self, ids: Sequence[str], what: str) -> NDArray[F32]:
+        vectors = np.asarray(self.store.fetch(ids))
+        return self._unit(vectors.reshape(len(ids), vectors.shape[-1] if vectors.size else 0), what)
 
     def __repr__(self) -> str:
         return (
             f"StoreIndex({type(self.store).__name__}, background={self.background}, "
-            f"candidates={self.candidates}, max_candidates={self.max_candidates})"
+            f"candidates={self.candidates}, max_candidates={self.max_candidates}, "
+            f"skip_when={self.skip_when!r})"
         )
 
 
-class _Trainer:
-    """One query's training problem: the fetched pool plus the background for the rest."""
+def _gather(
+    answers: Sequence[tuple[list[str], NDArray[F32]]],
+    aims: Sequence[NDArray[F64]],
+    sample_ids: Sequence[str],
+    sample: NDArray[F32],
+) -> _Candidates:
+    """The fetched documents (each once, in order) followed by the unfetched background."""
+    regions: list[tuple[NDArray[F64], float]] = []
+    for aim, (found, vectors) in zip(aims, answers, strict=True):
+        if found:
+            # They are the store's top by `aim`: it covers every document that scores as high.
+            regions.append((aim, float(_products(vectors, aim).min())))
+    every = [item for found, _ in answers for item in found]
+    # Built backwards, the map keeps each id's first row (tens of thousands: no Python loop).
+    first = dict(zip(reversed(every), range(len(every) - 1, -1, -1), strict=True))
+    rows = np.sort(np.fromiter(first.values(), dtype=np.intp, count=len(first)))
+    ids = [every[row] for row in rows]
+    position = dict(zip(ids, range(len(ids)), strict=True))
+    rest = [row for row, item in enumerate(sample_ids) if item not in position]
+    fetched = len(ids)
+    ids += [sample_ids[row] for row in rest]
+    position.update(zip(ids[fetched:], range(fetched, len(ids)), strict=True))
+    # One copy of the rows kept, straight into the candidates' matrix (tens of megabytes).
+    matrix = np.empty((len(ids), sample.shape[1]), dtype=F32)
+    start = 0
+    for _, vectors in answers:
+        kept = rows[(rows >= start) & (rows < start + len(vectors))]
+        filled = int(np.searchsorted(rows, start))
+        np.take(vectors, kept - start, axis=0, out=matrix[filled : filled + len(kept)])
+        start += len(vectors)
+    np.take(sample, rest, axis=0, out=matrix[fetched:])
+    return _Candidates(ids, matrix, fetched, position, regions)
+
+
+def _named_rows(found: _Candidates, named: set[str]) -> NDArray[np.bool_]:
+    excluded = np.zeros(len(found.ids), dtype=bool)
+    for item in named:
+        row = found.position.get(item)
+        if row is not None:
+            excluded[row] = True
+    return excluded
+
+
+def _hits(
+    found: _Candidates,
+    scores: NDArray[F64],
+    excluded: NDArray[np.bool_],
+    k: int,
+    query_direction: NDArray[F64],
+) -> list[Hit]:
+    rows = np.flatnonzero(~excluded)
+    values = scores[rows]
+    if k < len(rows):
+        keep = values >= np.partition(values, len(values) - k)[len(values) - k]
+        rows, values = rows[keep], values[keep]
+    # Ties go to the document fetched first: the same order every run.
+    order = rows[np.lexsort((rows, -values))][:k]
+    similarity = _products(found.vectors[order], query_direction)[:, 0]
+    return [
+        Hit(found.ids[row], float(scores[row]), float(cosine))
+        for row, cosine in zip(order, similarity, strict=True)
+    ]
+
+
+@dataclass
+class _Model:
+    w: NDArray[F64]
+    b: float
+    violators: float  # estimated store documents inside the margin (the guess only)
+    stand_in: NDArray[F64]  # how many store documents each candidate row stands for
+    covers: bool  # the candidates are every document of the store
+
+
+class _Problem:
+    """One query's training problem: the candidates, the background standing for the rest."""
 
     def __init__(
         self,
-        pool: _Pool,
         options: dict[str, Any],
         total: int,
         named: set[str],
-        sample: NDArray[F64],
-        sample_ids: list[str],
+        positive_set: NDArray[F64],
+        neg_vectors: NDArray[F64],
+        centroid: NDArray[F64],
+        knn_direction: NDArray[F64],
     ) -> None:
-        self.pool = pool
         self.options = options
         self.total = total
         self.named = named
-        self.sample = sample
-        self.sample_ids = sample_ids
-        self.sample_named = np.array([item in named for item in sample_ids], dtype=bool)
-        self.feedback: list[str] = []
-        self.hard: list[str] = []
-        # Rows of the last problem: pool rows then the sampled rest, with their weights.
-        self.rest = np.empty((0, sample.shape[1]))
-        self.rest_weight = 0.0
+        self.positive_set = positive_set
+        self.neg_vectors = neg_vectors
+        self.centroid = centroid
+        self.knn_direction = knn_direction
+        # The kNN scores of the candidates, once they are known.
+        self.knn = np.empty(0)
 
-    def pick_feedback(self, knn_direction: NDArray[F64]) -> None:
-        """The nearest documents by kNN become positives (feedback) or weighted negatives.
+    def guess(self, sample_ids: Sequence[str], sample: NDArray[F32]) -> _Model:
+        """The model against the background alone, each document standing for its share."""
+        excluded = np.array([item in self.named for item in sample_ids], dtype=bool)
+        outside = self.total - len(self.named)
+        rest = int((~excluded).sum())
+        share = outside / rest if rest and outside > 0 else 0.0
+        stand_in = np.where(excluded, 0.0, share)
+        w, b, scores = self._solve(sample, stand_in, stand_in, np.empty((0, sample.shape[1])))
+        violators = share * float(np.count_nonzero(scores[~excluded] > -1))
+        return _Model(w, b, violators, stand_in, rest == outside)
 
-        They are looked for among the fetched documents and the background (with a background
-        as large as the store, that is every document); those found in the background join
-        the fetched ones.
+    def train(self, found: _Candidates) -> _Model:
+        """The model against the candidates: fetched ones weigh 1, the unfetched background
+        stands for the rest of the store.
+
+        The nearest documents by kNN become positives (feedback) or weighted negatives; they
+        are looked for among the candidates (with a background as large as the store, that is
+        every document).
         """
-        pool = self.pool
-        fresh = [
-            row
-            for row, item in enumerate(self.sample_ids)
-            if item not in pool.position and not self.sample_named[row]
-        ]
-        ids = [item for item in pool.ids if item not in self.named]
-        vectors = pool.vectors[[pool.position[item] for item in ids]]
-        ids += [self.sample_ids[row] for row in fresh]
-        vectors = np.vstack([vectors, self.sample[fresh]])
-        scores = vectors @ knn_direction
-        order = np.lexsort((np.arange(len(ids)), -scores))
+        options = self.options
+        excluded = _named_rows(found, self.named)
+        n = len(found.ids)
+        knn = _products(found.vectors, self.knn_direction)[:, 0]
+        self.knn = knn
+        rows = np.flatnonzero(~excluded)
+        order = rows[np.lexsort((rows, -knn[rows]))]
         # At most half the candidates, so a small store keeps negatives to train against.
-        feedback = min(self.options["feedback"], (self.total - len(self.named)) // 2)
-        unlabeled = self.total - len(self.named) - feedback
-        hard = max(min(self.options["hard_negatives"], unlabeled - 1), 0)
+        unlabeled = self.total - len(self.named)
+        feedback = min(options["feedback"], unlabeled // 2)
+        hard = max(min(options["hard_negatives"], unlabeled - feedback - 1), 0)
         chosen = order[: feedback + hard]
-        missing = [row for row in chosen if ids[row] not in pool.position]
-        if missing:
-            pool.add([ids[row] for row in missing], vectors[missing], None)
-        self.feedback = [ids[row] for row in chosen[:feedback]]
-        self.hard = [ids[row] for row in chosen[feedback:]]
-
-    def train(
-        self, positive_set: NDArray[F64], neg_vectors: NDArray[F64], centroid: NDArray[F64]
-    ) -> tuple[NDArray[F64], float, NDArray[F64]]:
-        pool, options = self.pool, self.options
-        weights = np.ones(len(pool.ids))
-        for item in self.hard:
-            weights[pool.position[item]] = options["hard_negative_weight"]
-        # Feedback documents are positives and named ones are passed on their own.
-        for item in [*self.feedback, *self.named]:
-            if item in pool.position:
-                weights[pool.position[item]] = 0.0
-        # The sample stands for the documents neither fetched nor named: stratified by id.
-        covered = self.sample_named | np.array(
-            [item in pool.position for item in self.sample_ids], dtype=bool
+        # Known documents stand for themselves: the fetched ones and the chosen ones.
+        known = np.zeros(n, dtype=bool)
+        known[: found.fetched] = True
+        known[chosen] = True
+        rest = ~known & ~excluded
+        named_outside = len(self.named) - int((known & excluded).sum())
+        outside = self.total - int(known.sum()) - named_outside
+        count = int(rest.sum())
+        share = outside / count if count and outside > 0 else 0.0
+        stand_in = np.where(rest, share, 1.0)
+        stand_in[excluded] = 0.0
+        weights = stand_in.copy()
+        weights[chosen[feedback:]] = options["hard_negative_weight"]
+        weights[chosen[:feedback]] = 0.0
+        w, b, _ = self._solve(
+            found.vectors, weights, stand_in, found.vectors[chosen[:feedback]].astype(F64)
         )
-        self.rest = self.sample[~covered]
-        outside = self.total - len(pool.ids) - sum(item not in pool.position for item in self.named)
-        self.rest_weight = outside / len(self.rest) if len(self.rest) and outside > 0 else 0.0
-        matrix = np.ascontiguousarray(np.vstack([pool.vectors, self.rest]), dtype=np.float32)
-        row_weights = np.r_[weights, np.full(len(self.rest), self.rest_weight)]
-        feedback = pool.vectors[[pool.position[item] for item in self.feedback]]
-        positives = np.vstack([positive_set, feedback])
+        # Each unfetched document sampled once, and no other (a store that changed since the
+        # sample was drawn does not count as covered).
+        return _Model(w, b, 0.0, stand_in, outside == count)
+
+    def _solve(
+        self,
+        rows: NDArray[F32],
+        weights: NDArray[F64],
+        stand_in: NDArray[F64],
+        feedback: NDArray[F64],
+    ) -> tuple[NDArray[F64], float, NDArray[F64]]:
+        options = self.options
+        positives = np.vstack([self.positive_set, feedback])
         positive_weights = np.r_[
-            np.ones(len(positive_set)),
+            np.ones(len(self.positive_set)),
             np.full(len(feedback), options["feedback_weight"]),
         ]
-        negative_weight = options["negative_weight"]
         center = None
-        prior = options["prior"]
-        if prior:
-            direction = centroid
+        if options["prior"]:
+            direction = self.centroid
             if options["prior_direction"] == "contrast":
-                direction = direction_of((centroid - self._mean())[np.newaxis])
-            center = prior * direction
+                # The store's mean, estimated from the candidates as they stand for it.
+                mean = stand_in @ rows / max(float(stand_in.sum()), 1.0)
+                direction = direction_of((self.centroid - mean)[np.newaxis])
+            center = options["prior"] * direction
         w, b, scores, _ = solve(
             positives,
-            matrix,
-            row_weights,
-            neg_vectors,
-            np.full(len(neg_vectors), negative_weight),
+            rows,
+            weights,
+            self.neg_vectors,
+            np.full(len(self.neg_vectors), options["negative_weight"]),
             options["C"],
             positive_weights=positive_weights,
             center=center,
         )
         return w, b, scores
 
-    def _mean(self) -> NDArray[F64]:
-        """The store's mean vector, estimated from the pool and the weighted rest."""
-        total = self.pool.vectors.sum(axis=0) + self.rest_weight * self.rest.sum(axis=0)
-        count = len(self.pool.ids) + self.rest_weight * len(self.rest)
-        mean: NDArray[F64] = total / max(count, 1.0)
-        return mean
-
-    def violators(self, model: tuple[NDArray[F64], float, NDArray[F64]]) -> float:
-        """Estimated number of store documents inside the margin of ``model``."""
-        scores = model[2]
-        inside = scores > -1
-        n_pool = len(self.pool.ids)
-        return float(inside[:n_pool].sum() + self.rest_weight * inside[n_pool:].sum())
-
     def ranking(
-        self, model: tuple[NDArray[F64], float, NDArray[F64]], knn_direction: NDArray[F64]
-    ) -> tuple[NDArray[F64], float]:
-        """The final score as ``direction @ x + offset``: the SVM's, or the hybrid's.
+        self, model: _Model, rows: NDArray[F32], knn: NDArray[F64]
+    ) -> tuple[NDArray[F64], float, NDArray[F64]]:
+        """The final score as ``direction @ x + offset``, and its value on every row: the
+        SVM's, or the hybrid's (``knn`` holds the rows' kNN scores).
 
         The hybrid's z-scores are linear in ``x`` too, with the mean and deviation over the
-        store estimated from the pool and the weighted background.
+        store estimated from the rows as they stand for it.
         """
-        w, b, _ = model
+        svm = _products(rows, model.w)[:, 0] + model.b
         if self.options["mode"] != "hybrid":
-            return w, b
-        keep = np.array([item not in self.named for item in self.pool.ids], dtype=bool)
-        rows = np.vstack([self.pool.vectors[keep], self.rest])
-        weights = np.r_[np.ones(int(keep.sum())), np.full(len(self.rest), self.rest_weight)]
+            return model.w, model.b, svm
         share = self.options["hybrid_weight"]
-        direction = np.zeros_like(w)
+        direction = np.zeros_like(model.w)
         offset = 0.0
-        for part, (u, c) in zip((share, 1 - share), ((w, b), (knn_direction, 0.0)), strict=True):
-            values = rows @ u + c
-            mean = float(np.average(values, weights=weights))
-            std = math.sqrt(float(np.average((values - mean) ** 2, weights=weights)))
-            std = std if std > 0 else 1.0
+        scores = np.zeros(len(svm))
+        parts = ((share, model.w, model.b, svm), (1 - share, self.knn_direction, 0.0, knn))
+        for part, u, c, values in parts:
+            mean = float(np.average(values, weights=model.stand_in))
+            spread = float(np.average((values - mean) ** 2, weights=model.stand_in))
+            std = math.sqrt(spread) if spread > 0 else 1.0
             direction += part * u / std
             offset += part * (c - mean) / std
-        return direction, offset
+            scores += part * (values - mean) / std
+        return direction, offset, scores
 
 
-__all__ = ["StoreIndex"]
+__all__ = ["DEFAULT_SKIP_WHEN", "SkipWhen", "StoreIndex"]

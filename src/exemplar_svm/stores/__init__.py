@@ -9,6 +9,7 @@ modules here wrap real engines (each behind its own extra): :mod:`exemplar_svm.s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,7 +28,8 @@ class VectorStore(Protocol):
 
     Ids are strings (a store with integer keys converts them). Vectors come back as float32
     arrays of shape ``(len(ids), dim)``, as stored. Every method returns at most as many
-    documents as the store holds.
+    documents as the store holds (or as its engine returns for one query, such as Milvus's
+    16384: the best ones, in order).
     """
 
     @property
@@ -59,4 +61,40 @@ class VectorStore(Protocol):
         ...
 
 
-__all__ = ["METRICS", "Metric", "VectorStore"]
+@runtime_checkable
+class BatchVectorStore(VectorStore, Protocol):
+    """A :class:`VectorStore` that answers several nearest-neighbour queries in one request.
+
+    Optional: :func:`nearest_many` uses it when a store has it and asks the queries one by one
+    otherwise. A flat index then scans its vectors once for all the queries instead of once
+    each, and a remote store answers them in one round trip.
+    """
+
+    def nearest_many(
+        self, vectors: NDArray[np.float32], k: Sequence[int]
+    ) -> list[tuple[list[str], NDArray[np.float32]]]:
+        """For each row of ``vectors`` (shape ``(m, dim)``), what :meth:`VectorStore.nearest`
+        returns for it with ``k[i]`` documents."""
+        ...
+
+
+def nearest_many(
+    store: VectorStore, vectors: NDArray[np.float32], k: Sequence[int]
+) -> list[tuple[list[str], NDArray[np.float32]]]:
+    """:meth:`VectorStore.nearest` for every row of ``vectors``, ``k[i]`` documents for row ``i``.
+
+    One request when the store implements :class:`BatchVectorStore`; otherwise one request per
+    row, sent at the same time (a remote store then answers them concurrently).
+    """
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or len(matrix) != len(k):
+        raise ValueError(f"pass one k per vector: got {len(k)} for an array of {matrix.shape}")
+    if isinstance(store, BatchVectorStore):
+        return store.nearest_many(matrix, list(k))
+    if len(matrix) <= 1:
+        return [store.nearest(row, size) for row, size in zip(matrix, k, strict=True)]
+    with ThreadPoolExecutor(max_workers=len(matrix)) as workers:
+        return list(workers.map(store.nearest, matrix, k))
+
+
+__all__ = ["METRICS", "BatchVectorStore", "Metric", "VectorStore", "nearest_many"]

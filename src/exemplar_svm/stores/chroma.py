@@ -69,6 +69,25 @@ class ChromaStore:
         ids = list(result["ids"][0])
         return ids, self._vectors(result["embeddings"][0], len(ids))
 
+    def nearest_many(
+        self, vectors: ArrayLike, k: Sequence[int]
+    ) -> list[tuple[list[str], NDArray[np.float32]]]:
+        # One request for every query (Chroma takes one n_results: the largest, then trimmed).
+        sizes = [check_k(size) for size in k]
+        if not sizes:
+            return []
+        queries = as_matrix(vectors, "vectors", dtype=np.float32)
+        if len(queries) != len(sizes):
+            raise ValueError(f"pass one k per vector: got {len(sizes)} for {len(queries)}")
+        result = self.collection.query(
+            query_embeddings=queries, n_results=max(sizes), include=["embeddings"]
+        )
+        answers = []
+        for ids, embeddings, size in zip(result["ids"], result["embeddings"], sizes, strict=True):
+            kept = list(ids[:size])
+            answers.append((kept, self._vectors(embeddings, len(ids))[:size]))
+        return answers
+
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
         return list(self._query(vector, k, [])["ids"][0])
 

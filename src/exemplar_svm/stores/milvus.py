@@ -55,6 +55,9 @@ class MilvusStore:
     drawn ranks and fetches the vectors of those alone. Every key crosses the wire once per
     sample but the client holds one page of them at a time, so its memory does not grow with
     the collection. Cost: ``count / page_size`` key-only queries plus ``size / 1000`` gets.
+    A search returns at most 16384 documents (Milvus's cap on ``limit``), whatever ``k`` asks
+    for; :class:`exemplar_svm.StoreIndex` then fetches that many.
+
     Milvus Lite 3 is a Python engine that scans and sorts the whole collection for every page
     (measured: 2000 of 100k documents in about 4 s), so it suits collections up to a few
     hundred thousand documents; a Milvus server answers each page from its primary-key index.
@@ -111,6 +114,35 @@ class MilvusStore:
         ids = [str(hit[self.id_field]) for hit in hits]
         vectors = [hit["entity"][self.vector_field] for hit in hits]
         return ids, self._vectors(vectors)
+
+    def nearest_many(
+        self, vectors: ArrayLike, k: Sequence[int]
+    ) -> list[tuple[list[str], NDArray[np.float32]]]:
+        # One request for every query (Milvus takes one limit: the largest, then trimmed).
+        sizes = [check_k(size) for size in k]
+        if not sizes:
+            return []
+        queries = as_matrix(vectors, "vectors", dim=self._dim, dtype=np.float32)
+        if len(queries) != len(sizes):
+            raise ValueError(f"pass one k per vector: got {len(sizes)} for {len(queries)}")
+        results = self.client.search(
+            self.collection_name,
+            data=[row.tolist() for row in queries],
+            limit=min(max(sizes), _MAX_BATCH),
+            anns_field=self.vector_field,
+            output_fields=[self.vector_field],
+            search_params=self.search_params,
+        )
+        answers = []
+        for hits, size in zip(results, sizes, strict=True):
+            kept = list(hits)[:size]
+            answers.append(
+                (
+                    [str(hit[self.id_field]) for hit in kept],
+                    self._vectors([hit["entity"][self.vector_field] for hit in kept]),
+                )
+            )
+        return answers
 
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
         return [str(hit[self.id_field]) for hit in self._search(vector, k, [])]
@@ -175,7 +207,7 @@ class MilvusStore:
         results = self.client.search(
             self.collection_name,
             data=[query[0].tolist()],
-            limit=check_k(k),
+            limit=min(check_k(k), _MAX_BATCH),
             anns_field=self.vector_field,
             output_fields=output_fields,
             search_params=self.search_params,
