@@ -37,7 +37,7 @@ gradient steps only have to deal with its well-conditioned bulk.
 
 The stopping test is on the exact gradient ``g``: since the Hessian is at least the identity,
 the solution is within ``|g|`` of the optimum, and every score within ``|g| |[x, 1]|``. The
-solver stops once that is below ``_SCORE_TOL`` for a row of typical length.
+solver stops once that is below ``SCORE_TOLERANCE`` for a row of typical length.
 
 The corpus is read in float32 and never copied whole: the working set is gathered only while it
 fits the memory budget, and a float32 sum of many rows (the gradient) is taken with centred
@@ -60,7 +60,7 @@ F32 = np.float32
 F64 = np.float64
 
 # Scores end within about this much of the optimum's (see the module's docstring).
-_SCORE_TOL = 1e-6
+SCORE_TOLERANCE = 1e-6
 _MAX_NEWTON = 100
 _MAX_ROUNDS = 30
 # Gradient directions one restricted solve may add (far more than it takes), and how many the
@@ -165,6 +165,7 @@ def solve(
     positive_weights: NDArray[F64] | None = None,
     center: NDArray[F64] | None = None,
     products: NDArray[F64] | None = None,
+    tolerance: float = SCORE_TOLERANCE,
 ) -> tuple[NDArray[F64], float, NDArray[F64], SolveInfo]:
     """Exact solution for positives against weighted corpus rows and extra negatives.
 
@@ -186,6 +187,9 @@ def solve(
     center : (d,), optional
         Regularise ``w`` towards ``center`` instead of 0: the objective's first term becomes
         ``1/2 (|w - center|^2 + b^2)`` (a prior such as the text query's direction).
+    tolerance : float, default=1e-6
+        Every score ends within about this much of the optimum's. A caller whose problem only
+        approximates another (a sample of a collection) may ask for less.
     products : (n, m), optional
         ``corpus_products(corpus, first_directions(...))`` for this problem, when the caller
         computed them (one pass over the corpus for many problems).
@@ -215,7 +219,15 @@ def solve(
     # One pass scores the corpus along the seed, the center (when there is one) and each of
     # several positives.
     first = first_directions(
-        positives, corpus, corpus_weights, extra, extra_weights, stats, positive_weights, center
+        positives,
+        corpus,
+        corpus_weights,
+        extra,
+        extra_weights,
+        stats,
+        positive_weights,
+        center,
+        corpus_sum=corpus_sum,
     )
     seed = first[0]
     has_center = bool(center.any())
@@ -282,7 +294,7 @@ def solve(
 
     # The gradient bound on the scores is for a row of the corpus's root-mean-square length.
     squares = stats.squares(corpus) if stats is not None else float(np.vdot(corpus, corpus))
-    tolerance = _SCORE_TOL / np.sqrt(1.0 + squares / n)
+    tolerance /= np.sqrt(1.0 + squares / n)
     center = np.append(center, 0.0)
     for info.rounds in range(1, _MAX_ROUNDS + 1):
         whole = info.rounds >= _MAX_ROUNDS - 1 or bool(in_set.sum() > _gather_limit(n, d))
@@ -398,12 +410,21 @@ def first_directions(
     stats: CorpusStats | None = None,
     positive_weights: NDArray[F64] | None = None,
     center: NDArray[F64] | None = None,
+    *,
+    corpus_sum: NDArray[F64] | None = None,
 ) -> NDArray[F64]:
     """The directions :func:`solve` scores the corpus along in its first pass (same arguments):
     the :func:`seed_direction`, the center when there is one, and each positive when there are
     several (in float32 numbers)."""
     seed = seed_direction(
-        positives, corpus, corpus_weights, extra, extra_weights, stats, positive_weights
+        positives,
+        corpus,
+        corpus_weights,
+        extra,
+        extra_weights,
+        stats,
+        positive_weights,
+        corpus_sum=corpus_sum,
     )
     rows = [seed[np.newaxis]]
     if center is not None and center.any():
@@ -421,15 +442,18 @@ def seed_direction(
     extra_weights: NDArray[F64],
     stats: CorpusStats | None = None,
     positive_weights: NDArray[F64] | None = None,
+    *,
+    corpus_sum: NDArray[F64] | None = None,
 ) -> NDArray[F64]:
     """The direction :func:`solve` scores the corpus along first (same arguments): the whitened
     (or, without ``stats``, plain) difference between the positives' and negatives' means, in
-    float32 numbers."""
+    float32 numbers. ``corpus_sum``, the corpus's column sum, saves a pass when known."""
     if positive_weights is None:
         positive_weights = np.ones(len(positives))
     if stats is not None and stats.count != len(corpus):
         stats = None
-    corpus_sum = corpus.sum(axis=0, dtype=F64) if stats is None else stats.total
+    if corpus_sum is None:
+        corpus_sum = corpus.sum(axis=0, dtype=F64) if stats is None else stats.total
     excluded = corpus_weights == 0
     special = ~excluded & (corpus_weights != 1)
     negative_mean = (

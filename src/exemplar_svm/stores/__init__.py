@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
+
+from exemplar_svm._checks import as_matrix, check_k
 
 #: How a store compares a query vector with its documents. Ranking by the SVM's weight vector
 #: through the store is exact for ``"cosine"`` always, and for ``"ip"`` and ``"l2"`` only when
@@ -76,6 +78,19 @@ class BatchVectorStore(VectorStore, Protocol):
         """For each row of ``vectors`` (shape ``(m, dim)``), what :meth:`VectorStore.nearest`
         returns for it with ``k[i]`` documents."""
         ...
+
+
+def check_many(
+    vectors: ArrayLike, k: Sequence[int], dim: int | None = None
+) -> tuple[NDArray[np.float32], list[int]]:
+    """The query matrix of a ``nearest_many`` call and each row's checked ``k``."""
+    sizes = [check_k(size) for size in k]
+    if not sizes:
+        return np.empty((0, dim or 0), dtype=np.float32), sizes
+    queries = as_matrix(vectors, "vectors", dim=dim, dtype=np.float32)
+    if len(queries) != len(sizes):
+        raise ValueError(f"pass one k per vector: got {len(sizes)} for {len(queries)}")
+    return queries, sizes
 
 
 def nearest_many(

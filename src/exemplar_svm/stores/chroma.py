@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix, check_count, check_k, check_positive
 from exemplar_svm._optional import require
-from exemplar_svm.stores import METRICS, Metric
+from exemplar_svm.stores import METRICS, Metric, check_many
 
 
 class ChromaStore:
@@ -73,12 +73,9 @@ class ChromaStore:
         self, vectors: ArrayLike, k: Sequence[int]
     ) -> list[tuple[list[str], NDArray[np.float32]]]:
         # One request for every query (Chroma takes one n_results: the largest, then trimmed).
-        sizes = [check_k(size) for size in k]
+        queries, sizes = check_many(vectors, k)
         if not sizes:
             return []
-        queries = as_matrix(vectors, "vectors", dtype=np.float32)
-        if len(queries) != len(sizes):
-            raise ValueError(f"pass one k per vector: got {len(sizes)} for {len(queries)}")
         result = self.collection.query(
             query_embeddings=queries, n_results=max(sizes), include=["embeddings"]
         )

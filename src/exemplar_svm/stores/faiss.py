@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix, check_count, check_k
 from exemplar_svm._optional import require
-from exemplar_svm.stores import Metric
+from exemplar_svm.stores import Metric, check_many
 
 #: How FAISS labels (what ``index.search`` returns) map to document ids.
 IdMap = Union[Sequence[str], Mapping[int, str], None]  # noqa: UP007
@@ -100,12 +100,9 @@ class FaissStore:
     ) -> list[tuple[list[str], NDArray[np.float32]]]:
         # One search for every query: a flat index streams its vectors once for all of them
         # (FAISS splits the queries between its threads) rather than once per query.
-        sizes = [check_k(size) for size in k]
+        queries, sizes = check_many(vectors, k, self.index.d)
         if not sizes:
             return []
-        queries = as_matrix(vectors, "vectors", dim=self.index.d, dtype=np.float32)
-        if len(queries) != len(sizes):
-            raise ValueError(f"pass one k per vector: got {len(sizes)} for {len(queries)}")
         _, labels = self.index.search(queries, min(max(sizes), max(self.count(), 1)))
         answers = []
         for found, size in zip(labels, sizes, strict=True):

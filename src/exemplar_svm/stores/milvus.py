@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix, check_count, check_k
 from exemplar_svm._optional import require
-from exemplar_svm.stores import METRICS, Metric
+from exemplar_svm.stores import METRICS, Metric, check_many
 
 # Milvus refuses a query or iterator batch larger than this (its offset + limit cap).
 _MAX_BATCH = 16_384
@@ -119,12 +119,9 @@ class MilvusStore:
         self, vectors: ArrayLike, k: Sequence[int]
     ) -> list[tuple[list[str], NDArray[np.float32]]]:
         # One request for every query (Milvus takes one limit: the largest, then trimmed).
-        sizes = [check_k(size) for size in k]
+        queries, sizes = check_many(vectors, k, self._dim)
         if not sizes:
             return []
-        queries = as_matrix(vectors, "vectors", dim=self._dim, dtype=np.float32)
-        if len(queries) != len(sizes):
-            raise ValueError(f"pass one k per vector: got {len(sizes)} for {len(queries)}")
         results = self.client.search(
             self.collection_name,
             data=[row.tolist() for row in queries],
