@@ -184,7 +184,10 @@ async def test_langchain_async_and_callbacks_over_chroma(
     request: pytest.FixtureRequest,
 ) -> None:
     vectorstore = langchain_store("chroma", embeddings, request)
-    retriever = lc.ExemplarSVMRetriever.from_vectorstore(vectorstore, k=4, **EXACT)
+    retriever = lc.ExemplarSVMRetriever.from_vectorstore(
+        vectorstore, k=4, skip_when="proven", **EXACT
+    )
+    assert isinstance(retriever.index, StoreIndex) and retriever.index.skip_when == "proven"
     recorder = Recorder()
     results = await asyncio.gather(
         *(retriever.ainvoke(q, config={"callbacks": [recorder]}) for q in QUERIES)
@@ -386,8 +389,14 @@ def test_llama_index_ranks_the_store_with_a_vector_store_query(
 
     request.getfixturevalue("monkeypatch").setattr(type(vector_store), "query", spy)
     retriever = li.ExemplarSVMRetriever.from_defaults(
-        index=index, similarity_top_k=5, background=8, candidates=2, max_candidates=0
+        index=index,
+        similarity_top_k=5,
+        background=8,
+        candidates=2,
+        max_candidates=0,
+        skip_when="proven",
     )
+    assert retriever._index.skip_when == "proven"
     results = retriever.retrieve("How often should a cat see the vet?")
     assert len(results) == 5 and len(set(ids_of(results))) == 5
     assert queries and queries[-1].query_embedding is not None

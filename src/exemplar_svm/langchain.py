@@ -49,6 +49,8 @@ from exemplar_svm.store_index import (
     DEFAULT_BACKGROUND,
     DEFAULT_CANDIDATES,
     DEFAULT_MAX_CANDIDATES,
+    DEFAULT_SKIP_WHEN,
+    SkipWhen,
     StoreIndex,
 )
 from exemplar_svm.stores import Metric, VectorStore
@@ -358,6 +360,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         candidates: int = DEFAULT_CANDIDATES,
         max_candidates: int = DEFAULT_MAX_CANDIDATES,
         seed: int = 0,
+        skip_when: SkipWhen = DEFAULT_SKIP_WHEN,
         **kwargs: Any,
     ) -> ExemplarSVMRetriever:
         """Search a LangChain ``VectorStore`` in place: nothing is copied out or re-embedded.
@@ -384,7 +387,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             that is not translated automatically: implement the protocol
             :class:`exemplar_svm.stores.VectorStore` (str ids equal to the LangChain document
             ids) and pass it here.
-        background, candidates, max_candidates, seed
+        background, candidates, max_candidates, seed, skip_when
             Of the :class:`~exemplar_svm.StoreIndex`.
         **kwargs
             Fields of the retriever: ``k``, ``mode``, ``C``, ``negative_weight``,
@@ -413,6 +416,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             candidates=candidates,
             max_candidates=max_candidates,
             seed=seed,
+            skip_when=skip_when,
         )
         return cls(embedding=_resolved(embedding), index=index, vectorstore=vectorstore, **kwargs)
 

@@ -64,7 +64,7 @@ from exemplar_svm.index import (
     Mode,
     check_search_options,
 )
-from exemplar_svm.store_index import StoreIndex
+from exemplar_svm.store_index import SkipWhen, StoreIndex
 from exemplar_svm.stores import Metric, VectorStore, nearest_many
 
 __all__ = [
@@ -286,6 +286,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         candidates: int | None = None,
         max_candidates: int | None = None,
         seed: int | None = None,
+        skip_when: SkipWhen | None = None,
     ) -> ExemplarSVMRetriever:
         """Build a retriever from exactly one of ``index``, ``nodes`` or ``docstore``.
 
@@ -295,8 +296,8 @@ class ExemplarSVMRetriever(BaseRetriever):
           an external vector store (``ChromaVectorStore``, ``MilvusVectorStore``,
           ``FaissVectorStore``; see :func:`store_from_vector_store_index`) the store is
           searched in place through a :class:`~exemplar_svm.StoreIndex`, with ``background``,
-          ``candidates``, ``max_candidates`` and ``seed`` as its settings (StoreIndex's
-          defaults when ``None``). For another vector store, implement
+          ``candidates``, ``max_candidates``, ``seed`` and ``skip_when`` as its settings
+          (StoreIndex's defaults when ``None``). For another vector store, implement
           :class:`exemplar_svm.stores.VectorStore` over it (node ids as ids) and pass it as
           ``store``.
         - ``nodes``: nodes that carry an ``embedding`` keep it; the others are embedded with
@@ -318,6 +319,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             "candidates": candidates,
             "max_candidates": max_candidates,
             "seed": seed,
+            "skip_when": skip_when,
         }
         store_settings: dict[str, Any] = {
             name: value for name, value in settings.items() if value is not None
