@@ -414,40 +414,12 @@ def first_directions(
     corpus_sum: NDArray[F64] | None = None,
 ) -> NDArray[F64]:
     """The directions :func:`solve` scores the corpus along in its first pass (same arguments):
-    the :func:`seed_direction`, the center when there is one, and each positive when there are
-    several (in float32 numbers)."""
-    seed = seed_direction(
-        positives,
-        corpus,
-        corpus_weights,
-        extra,
-        extra_weights,
-        stats,
-        positive_weights,
-        corpus_sum=corpus_sum,
-    )
-    rows = [seed[np.newaxis]]
-    if center is not None and center.any():
-        rows.append(center[np.newaxis])
-    if len(positives) > 1:
-        rows.append(positives.astype(F32).astype(F64))
-    return np.vstack(rows)
+    the seed, the center when there is one, and each positive when there are several.
 
-
-def seed_direction(
-    positives: NDArray[F64],
-    corpus: NDArray[np.float32],
-    corpus_weights: NDArray[F64],
-    extra: NDArray[F64],
-    extra_weights: NDArray[F64],
-    stats: CorpusStats | None = None,
-    positive_weights: NDArray[F64] | None = None,
-    *,
-    corpus_sum: NDArray[F64] | None = None,
-) -> NDArray[F64]:
-    """The direction :func:`solve` scores the corpus along first (same arguments): the whitened
-    (or, without ``stats``, plain) difference between the positives' and negatives' means, in
-    float32 numbers. ``corpus_sum``, the corpus's column sum, saves a pass when known."""
+    The seed is the whitened (or, without ``stats``, plain) difference between the positives'
+    and the negatives' means: the exemplar LDA. ``corpus_sum``, the corpus's column sum, saves a
+    pass when known.
+    """
     if positive_weights is None:
         positive_weights = np.ones(len(positives))
     if stats is not None and stats.count != len(corpus):
@@ -465,8 +437,14 @@ def seed_direction(
     seed = positive_weights @ positives / float(positive_weights.sum()) - negative_mean
     if stats is not None:
         seed = stats.whiten(corpus, seed)
-    rounded: NDArray[F64] = seed.astype(F32).astype(F64)  # float32 products are then exact
-    return rounded
+    # Float32 products of float32 numbers are exact (the center, part of the problem, stays as
+    # it is: its products are split in a float32 part and a remainder).
+    rows = [seed[np.newaxis].astype(F32).astype(F64)]
+    if center is not None and center.any():
+        rows.append(center[np.newaxis])
+    if len(positives) > 1:
+        rows.append(positives.astype(F32).astype(F64))
+    return np.vstack(rows)
 
 
 def _restricted_rows(
