@@ -15,23 +15,11 @@ from exemplar_svm.langchain import ExemplarSVMRetriever
 from tests.test_langchain import IDS, METADATAS, TEXTS, LocalEmbeddings
 
 
-class TestExemplarSVMRetrieverStandard(RetrieversIntegrationTests):
-    """The retriever is built by its own constructor from an index embedded once per class."""
+class _BuiltOnce(RetrieversIntegrationTests):
+    """The retriever is built by its own constructor from parts made once per class, by
+    ``_corpus``."""
 
     _params: dict[str, Any] | None = None
-
-    @pytest.fixture(autouse=True)
-    def _corpus(self, local_embedder: Any) -> None:
-        cls = type(self)
-        if cls._params is None:
-            built = ExemplarSVMRetriever.from_texts(
-                TEXTS, LocalEmbeddings(local_embedder), metadatas=METADATAS, ids=IDS
-            )
-            cls._params = {
-                "embedding": built.embedding,
-                "index": built.index,
-                "documents": built.documents,
-            }
 
     @property
     def retriever_constructor(self) -> type[ExemplarSVMRetriever]:
@@ -47,11 +35,26 @@ class TestExemplarSVMRetrieverStandard(RetrieversIntegrationTests):
         return "Which animals make good pets?"
 
 
-class TestExemplarSVMRetrieverOverAVectorStoreStandard(RetrieversIntegrationTests):
-    """The store-backed retriever (a StoreIndex over LangChain's InMemoryVectorStore), built by
-    its own constructor from the parts :meth:`ExemplarSVMRetriever.from_vectorstore` makes."""
+class TestExemplarSVMRetrieverStandard(_BuiltOnce):
+    """Over an index embedded once per class."""
 
-    _params: dict[str, Any] | None = None
+    @pytest.fixture(autouse=True)
+    def _corpus(self, local_embedder: Any) -> None:
+        cls = type(self)
+        if cls._params is None:
+            built = ExemplarSVMRetriever.from_texts(
+                TEXTS, LocalEmbeddings(local_embedder), metadatas=METADATAS, ids=IDS
+            )
+            cls._params = {
+                "embedding": built.embedding,
+                "index": built.index,
+                "documents": built.documents,
+            }
+
+
+class TestExemplarSVMRetrieverOverAVectorStoreStandard(_BuiltOnce):
+    """The store-backed retriever (a StoreIndex over LangChain's InMemoryVectorStore), from the
+    parts :meth:`ExemplarSVMRetriever.from_vectorstore` makes."""
 
     @pytest.fixture(autouse=True)
     def _corpus(self, local_embedder: Any) -> None:
@@ -67,16 +70,3 @@ class TestExemplarSVMRetrieverOverAVectorStoreStandard(RetrieversIntegrationTest
                 "index": built.index,
                 "vectorstore": built.vectorstore,
             }
-
-    @property
-    def retriever_constructor(self) -> type[ExemplarSVMRetriever]:
-        return ExemplarSVMRetriever
-
-    @property
-    def retriever_constructor_params(self) -> dict[str, Any]:
-        assert self._params is not None
-        return dict(self._params)
-
-    @property
-    def retriever_query_example(self) -> str:
-        return "Which animals make good pets?"

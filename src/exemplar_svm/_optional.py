@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 from types import ModuleType
+from typing import Any
 
 
 def require(module: str, *, extra: str) -> ModuleType:
@@ -15,3 +17,13 @@ def require(module: str, *, extra: str) -> ModuleType:
             f"{module} is needed for this feature but is not installed: "
             f"pip install 'exemplar-svm[{extra}]'"
         ) from exc
+
+
+def class_in(value: Any, classes: Collection[tuple[str, str]]) -> str | None:
+    """The name of ``value``'s class, or of a base class, listed in ``classes`` as
+    ``(top-level package, class name)``: recognises an optional package's class without
+    importing the package."""
+    for cls in type(value).__mro__:
+        if (cls.__module__.split(".")[0], cls.__name__) in classes:
+            return cls.__name__
+    return None

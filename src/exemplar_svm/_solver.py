@@ -567,8 +567,7 @@ class _Subspace:
             others = np.delete(np.arange(capacity), slot)
             gram = self.gram[np.ix_(others, others)]
         overlap = self.dirs[:, others].T @ unit
-        # The part outside the span, squared: 1 - overlap^T gram^-1 overlap.
-        if slot and 1 - float(overlap @ np.linalg.solve(gram, overlap)) <= 1e-10:
+        if slot and _in_span(gram, overlap):
             return False
         self.dirs[:, slot] = unit
         self.outputs[:, slot] = outputs
@@ -750,17 +749,24 @@ def _fit_start(
 
 def _independent(units: NDArray[F64]) -> NDArray[np.intp]:
     """Which of the unit-length columns to keep so that none (nearly) lies in the span of the
-    kept ones before it (the test of ``_Subspace.add``)."""
+    kept ones before it."""
     kept: list[int] = []
     for j in range(units.shape[1]):
         if not units[:, j].any():
             continue
         basis = units[:, kept]
         overlap = basis.T @ units[:, j]
-        if kept and 1 - float(overlap @ np.linalg.solve(basis.T @ basis, overlap)) <= 1e-10:
+        if kept and _in_span(basis.T @ basis, overlap):
             continue
         kept.append(j)
     return np.array(kept, dtype=np.intp)
+
+
+def _in_span(gram: NDArray[F64], overlap: NDArray[F64]) -> bool:
+    """Whether a unit vector (nearly) lies in the span of unit vectors with Gram matrix
+    ``gram``, given its products ``overlap`` with them: the part outside, squared, is
+    ``1 - overlap^T gram^-1 overlap``."""
+    return 1 - float(overlap @ np.linalg.solve(gram, overlap)) <= 1e-10
 
 
 def as_corpus(array: NDArray[Any]) -> NDArray[np.float32]:

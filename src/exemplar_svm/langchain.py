@@ -14,7 +14,7 @@ Needs the ``langchain`` extra: ``pip install 'exemplar-svm[langchain]'``.
 
 from __future__ import annotations
 
-from exemplar_svm._optional import require
+from exemplar_svm._optional import class_in, require
 
 require("langchain_core", extra="langchain")
 
@@ -740,7 +740,7 @@ def store_from_vectorstore(vectorstore: Any) -> VectorStore:
     :class:`exemplar_svm.stores.VectorStore` for it and pass it as
     ``ExemplarSVMRetriever.from_vectorstore(vectorstore, store=...)``.
     """
-    kind = _vectorstore_kind(vectorstore)
+    kind = class_in(vectorstore, SUPPORTED_VECTORSTORES)
     if kind == "Chroma":
         from exemplar_svm.stores.chroma import ChromaStore
 
@@ -778,19 +778,11 @@ def store_from_vectorstore(vectorstore: Any) -> VectorStore:
     )
 
 
-def _vectorstore_kind(vectorstore: Any) -> str | None:
-    """The name in :data:`SUPPORTED_VECTORSTORES` of the store's class or a base class."""
-    for cls in type(vectorstore).__mro__:
-        if (cls.__module__.split(".")[0], cls.__name__) in SUPPORTED_VECTORSTORES:
-            return cls.__name__
-    return None
-
-
 def _documents_by_id(vectorstore: Any, ids: list[str]) -> dict[str, Document]:
     """The stored documents of ``ids`` (those found), by id."""
     if not ids:
         return {}
-    kind = _vectorstore_kind(vectorstore)
+    kind = class_in(vectorstore, SUPPORTED_VECTORSTORES)
     if kind == "Milvus":
         docs = _milvus_documents(vectorstore, ids)
     elif kind == "Chroma":

@@ -13,7 +13,7 @@ Needs the ``llama-index`` extra: ``pip install 'exemplar-svm[llama-index]'``.
 
 from __future__ import annotations
 
-from exemplar_svm._optional import require
+from exemplar_svm._optional import class_in, require
 
 require("llama_index.core", extra="llama-index")
 
@@ -890,7 +890,7 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
     if not isinstance(index, VectorStoreIndex):
         raise TypeError(f"index must be a VectorStoreIndex, got {type(index).__name__}")
     vector_store: Any = index.vector_store  # attributes of the engine's own class
-    kind = _vector_store_kind(vector_store)
+    kind = class_in(vector_store, SUPPORTED_VECTOR_STORES)
     if kind == "ChromaVectorStore":
         from exemplar_svm.stores.chroma import ChromaStore
 
@@ -920,13 +920,6 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
         "from_defaults(index=..., store=your_store); or pass the nodes instead (they are "
         "re-embedded): ExemplarSVMRetriever.from_defaults(nodes=..., embed_model=...)"
     )
-
-
-def _vector_store_kind(vector_store: Any) -> str | None:
-    for cls in type(vector_store).__mro__:
-        if (cls.__module__.split(".")[0], cls.__name__) in SUPPORTED_VECTOR_STORES:
-            return cls.__name__
-    return None
 
 
 def _is_external(index: VectorStoreIndex) -> bool:

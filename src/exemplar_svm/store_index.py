@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix, check_count, check_k, unit_rows
-from exemplar_svm._solver import SCORE_TOLERANCE, solve
+from exemplar_svm._solver import SCORE_TOLERANCE, corpus_products, solve
 from exemplar_svm.index import (
     DEFAULT_C,
     DEFAULT_FEEDBACK,
@@ -87,20 +87,6 @@ _EXPECTED_MISSES = 0.1
 _TAIL_SHARE = 0.01
 _TAIL_ROWS = 10
 _TAIL_SAMPLE = 1000
-
-
-def _products(rows: NDArray[F32], vectors: NDArray[F64]) -> NDArray[F64]:
-    """``rows @ vectors.T`` as an ``(n, m)`` float64 array, in one float32 pass over ``rows``.
-
-    Each float64 vector is split into a float32 part and a float32 remainder, so the products
-    are as exact as float32 sums allow, without a float64 copy of the rows.
-    """
-    vectors = np.atleast_2d(vectors)
-    high = vectors.astype(F32)
-    low = (vectors - high).astype(F32)
-    both = rows @ np.vstack([high, low]).T
-    out: NDArray[F64] = both[:, : len(vectors)].astype(F64) + both[:, len(vectors) :]
-    return out
 
 
 def _bound(direction: NDArray[F64], regions: Sequence[tuple[NDArray[F64], float]]) -> float:
@@ -395,7 +381,7 @@ class StoreIndex:
         if mode == "knn":
             answer = self._nearest([knn_direction], [min(total, k + len(named))], dim)
             found = _gather(answer, [knn_direction], [], sample[:0])
-            scores = _products(found.vectors, knn_direction)[:, 0]
+            scores = corpus_products(found.vectors, np.atleast_2d(knn_direction))[:, 0]
             return _hits(found, scores, _named_rows(found, named), k, query_direction)
 
         problem = _Problem(
@@ -449,7 +435,7 @@ class StoreIndex:
             found.position,
             found.regions,
         )
-        scores = np.r_[scores, _products(vectors, direction)[:, 0] + offset]
+        scores = np.r_[scores, corpus_products(vectors, np.atleast_2d(direction))[:, 0] + offset]
         excluded = np.r_[excluded, [item in named for item in unseen]]
         return _hits(more, scores, excluded, k, query_direction)
 
@@ -485,7 +471,7 @@ def _gather(
     for aim, (found, vectors) in zip(aims, answers, strict=True):
         if found:
             # They are the store's top by `aim`: it covers every document that scores as high.
-            regions.append((aim, float(_products(vectors, aim).min())))
+            regions.append((aim, float(corpus_products(vectors, np.atleast_2d(aim)).min())))
     every = [item for found, _ in answers for item in found]
     # Built backwards, the map keeps each id's first row (tens of thousands: no Python loop).
     first = dict(zip(reversed(every), range(len(every) - 1, -1, -1), strict=True))
@@ -531,7 +517,7 @@ def _hits(
         rows, values = rows[keep], values[keep]
     # Ties go to the document fetched first: the same order every run.
     order = rows[np.lexsort((rows, -values))][:k]
-    similarity = _products(found.vectors[order], query_direction)[:, 0]
+    similarity = corpus_products(found.vectors[order], np.atleast_2d(query_direction))[:, 0]
     return [
         Hit(found.ids[row], float(scores[row]), float(cosine))
         for row, cosine in zip(order, similarity, strict=True)
@@ -594,7 +580,7 @@ class _Problem:
         options = self.options
         excluded = _named_rows(found, self.named)
         n = len(found.ids)
-        knn = _products(found.vectors, self.knn_direction)[:, 0]
+        knn = corpus_products(found.vectors, np.atleast_2d(self.knn_direction))[:, 0]
         self.knn = knn
         rows = np.flatnonzero(~excluded)
         order = rows[np.lexsort((rows, -knn[rows]))]
@@ -674,7 +660,7 @@ class _Problem:
         The hybrid's z-scores are linear in ``x`` too, with the mean and deviation over the
         store estimated from the rows as they stand for it.
         """
-        svm = _products(rows, model.w)[:, 0] + model.b
+        svm = corpus_products(rows, np.atleast_2d(model.w))[:, 0] + model.b
         if self.options["mode"] != "hybrid":
             return model.w, model.b, svm
         share = self.options["hybrid_weight"]
