@@ -87,6 +87,14 @@ _REST_SAMPLE = 2048
 # Float64 products with the float32 corpus go in blocks of 1/32 of it (a block's float64 copy is
 # temporary).
 _BLOCK_SHARE = 32
+# A pass that sums rows in place reads only the rows inside the margin, a block of this many at
+# a time, when they are fewer than this share of the corpus (gathering costs about half again
+# what streaming does).
+_SPARSE_BACK = 0.5
+_SPARSE_BLOCK = 128
+# Newton steps of the starting fit: it only ranks the rows to pick the working set, and after
+# this many its ranking no longer changes on clustered or real data (it converges in about 6).
+_FIT_STEPS = 4
 # Principal axes of the corpus that start every subspace (with their outputs precomputed): more
 # than 8 saved no gradient step on clustered data.
 _AXES = 8
@@ -139,8 +147,18 @@ class _Rows:
         info.passes += self.whole
         split = len(self.big)
         back = np.empty(self.big.shape[1] + 1)
+        active = np.flatnonzero(r[:split]) if self.whole else None
         if self.wide:
             back[:-1] = r[:split] @ self.big.astype(F64)
+        elif active is not None and len(active) < _SPARSE_BACK * split:
+            # In place, only the rows inside the margin count: a small block of them at a time,
+            # gathered, summed in float32 and added up in float64 (as accurate as the centred
+            # sum below, and the other rows are never read).
+            back[:-1] = 0.0
+            block = max(8, min(_SPARSE_BLOCK, split // 64))  # a copy of 1/64 of the corpus at most
+            for first in range(0, len(active), block):
+                rows = active[first : first + block]
+                back[:-1] += r[rows].astype(F32) @ self.big[rows]
         else:
             # A float32 sum of many rows errs by about 1e-7 of its partial sums, which the rows'
             # shared direction makes large; with the weights centred (and their mean times the
@@ -509,6 +527,7 @@ def _minimise(
     and its outputs."""
     y, k = rows.y, rows.k
     space = _Subspace(len(w), len(y), len(start) + _GRADIENT_DIRECTIONS)
+    curvature = _Curvature(y, k, rows.chunk)
     for direction, big in start:
         space.add(direction, np.concatenate([big, rows.small @ direction[:-1] + direction[-1]]))
     space.keep()
@@ -516,7 +535,9 @@ def _minimise(
     for _ in range(_MAX_DIRECTIONS + 1):
         # The exact minimum over w + span(dirs): the outputs of every direction are known.
         basis, known, gram = space.view()
-        delta = _subspace_min(out, known, y, k, gram, basis.T @ (w - center), rows.chunk, info)
+        delta = _subspace_min(
+            out, known, gram, basis.T @ (w - center), curvature, space.fresh(), info
+        )
         w = w + basis @ delta
         out = out + known @ delta
         gradient = w - center + 2 * rows.back(_residual(out, y, k), info)
@@ -547,6 +568,7 @@ class _Subspace:
         self.size = 0
         self.kept = 0  # the starting directions
         self.turn = 0  # which gradient direction goes next when full
+        self.changed: list[int] = []  # slots whose direction changed since fresh() was called
 
     def keep(self) -> None:
         self.kept = self.size
@@ -570,6 +592,7 @@ class _Subspace:
         if slot and _in_span(gram, overlap):
             return False
         self.dirs[:, slot] = unit
+        self.changed.append(slot)
         self.outputs[:, slot] = outputs
         self.outputs[:, slot] /= length
         self.gram[others, slot] = self.gram[slot, others] = overlap
@@ -579,6 +602,11 @@ class _Subspace:
         else:
             self.turn = (self.turn + 1) % (capacity - self.kept)
         return True
+
+    def fresh(self) -> list[int]:
+        """The slots whose direction changed since the last call."""
+        changed, self.changed = sorted(set(self.changed)), []
+        return changed
 
     def view(self) -> tuple[NDArray[F64], NDArray[F64], NDArray[F64]]:
         m = self.size
@@ -590,39 +618,80 @@ def _residual(out: NDArray[F64], y: NDArray[F64], k: NDArray[F64]) -> NDArray[F6
     return np.where((y * out < 1) & (k > 0), k * (out - y), 0.0)
 
 
+class _Curvature:
+    """The loss's Hessian over the subspace's directions, ``2 sum_i k_i o_i o_i^T`` over the
+    rows active in a pattern ``on`` (``o_i``: row i's outputs on the directions).
+
+    Summing it afresh costs a pass over the active rows' outputs each Newton step; once a solve
+    is under way few rows switch between steps, so it is updated by those rows instead, and by
+    the directions that changed (one product over the rows each).
+    """
+
+    def __init__(self, y: NDArray[F64], k: NDArray[F64], chunk: int) -> None:
+        self.y, self.k, self.chunk = y, k, chunk
+        self.on: NDArray[np.bool_] | None = None
+        self.hess = np.zeros((0, 0))
+
+    def of(self, outputs: NDArray[F64], on: NDArray[np.bool_], fresh: list[int]) -> NDArray[F64]:
+        """The Hessian for ``outputs`` (rows x m) and the pattern ``on``; ``fresh`` lists the
+        directions whose outputs changed since the last call (all of them on the first)."""
+        m = outputs.shape[1]
+        hess = np.zeros((m, m))
+        old = min(len(self.hess), m)
+        hess[:old, :old] = self.hess[:old, :old]
+        changed = np.flatnonzero(on != self.on) if self.on is not None else None
+        if changed is None or 2 * len(changed) > np.count_nonzero(on):
+            hess = self._summed(outputs, np.flatnonzero(on), np.sqrt(2 * self.k))
+        else:
+            hess += self._summed(outputs, changed[on[changed]], np.sqrt(2 * self.k))
+            hess -= self._summed(outputs, changed[~on[changed]], np.sqrt(2 * self.k))
+            weights = np.where(on, 2 * self.k, 0.0)
+            for j in fresh:
+                hess[:, j] = hess[j, :] = outputs.T @ (weights * outputs[:, j])
+        self.on, self.hess = on, hess
+        return hess
+
+    def _summed(
+        self, outputs: NDArray[F64], rows: NDArray[np.intp], roots: NDArray[F64]
+    ) -> NDArray[F64]:
+        """``sum_i roots_i^2 o_i o_i^T`` over ``rows``, a block at a time (the copies stay
+        small)."""
+        hess = np.zeros((outputs.shape[1], outputs.shape[1]))
+        for first in range(0, len(rows), self.chunk):
+            block = rows[first : first + self.chunk]
+            part = outputs[block]
+            part *= roots[block, np.newaxis]
+            hess += part.T @ part
+        return hess
+
+
 def _subspace_min(
     out: NDArray[F64],
     outputs: NDArray[F64],
-    y: NDArray[F64],
-    k: NDArray[F64],
     gram: NDArray[F64],
     offset: NDArray[F64],
-    chunk: int,
+    curvature: _Curvature,
+    fresh: list[int],
     info: SolveInfo,
+    steps: int = _MAX_NEWTON,
 ) -> NDArray[F64]:
     """Exact minimiser over ``a`` of ``1/2 a^T gram a + offset @ a + sum_i k_i max(0, 1 - y_i
     u_i)^2`` with ``u = out + outputs @ a``: the objective over a subspace of directions whose
-    Gram matrix is ``gram``. The loss's terms are summed ``chunk`` rows at a time."""
+    Gram matrix is ``gram`` (``y`` and ``k`` are the curvature's)."""
+    y, k = curvature.y, curvature.k
     a = np.zeros(len(offset))
     u = out
-    on = (y * u < 1) & (k > 0)
-    for _ in range(_MAX_NEWTON):
-        active = np.flatnonzero(on)
+    live = k > 0
+    on = (y * u < 1) & live
+    for _ in range(steps):
         reg = gram @ a + offset
-        grad, hess = reg.copy(), gram.copy()
-        # The loss's gradient and Hessian, a block of rows at a time (the copies stay small).
-        for first in range(0, len(active), chunk):
-            rows = active[first : first + chunk]
-            root = np.sqrt(k[rows])
-            part = outputs[rows]
-            part *= root[:, np.newaxis]
-            grad += 2 * part.T @ (root * (u[rows] - y[rows]))
-            hess += 2 * part.T @ part
+        grad = reg + outputs.T @ np.where(on, 2 * k * (u - y), 0.0)
+        hess = gram + curvature.of(outputs, on, fresh)
+        fresh = []
         step = -np.linalg.solve(hess, grad)
         move = outputs @ step
         info.newton_steps += 1
-        moved = u + move
-        after = (y * moved < 1) & (k > 0)
+        after = (y * (u + move) < 1) & live
         if np.array_equal(after, on):
             # No hinge switches along the step, so the objective is the quadratic the Newton
             # step minimises: this is the exact minimum.
@@ -630,7 +699,7 @@ def _subspace_min(
         t = _line_search(u, move, y, k, float(reg @ step), float(step @ gram @ step))
         a = a + t * step
         u = u + t * move
-        on = (y * u < 1) & (k > 0)
+        on = (y * u < 1) & live
         if abs(t) * np.linalg.norm(step) <= 1e-13 * (1 + np.linalg.norm(a)):
             break
     return a
@@ -734,8 +803,16 @@ def _fit_start(
     units = directions[:, kept] / lengths[kept]
     y = np.concatenate([np.ones(p), -np.ones(len(outputs) - p)])
     base = np.concatenate([positives @ center, offsets[fit_rows], extra @ center])
+    curvature = _Curvature(y, costs, chunk)
     delta = _subspace_min(
-        base, outputs, y, costs, units.T @ units, np.zeros(len(kept)), chunk, info
+        base,
+        outputs,
+        units.T @ units,
+        np.zeros(len(kept)),
+        curvature,
+        list(range(len(kept))),
+        info,
+        _FIT_STEPS,
     )
     # The same point in terms of the original directions (the problem used them at unit length).
     coefficients = np.zeros(directions.shape[1])
@@ -795,7 +872,7 @@ class CorpusStats:
         self.count = count
         self.gram = gram
         self.seconds = 0.0  # time spent computing the second moment, whitener and axes
-        self._inverse: NDArray[F64] | None = None
+        self._inverse: NDArray[np.float32] | None = None
         self._axes: NDArray[F64] | None = None
         self._projection: NDArray[F64] | None = None
 
@@ -829,13 +906,15 @@ class CorpusStats:
         cov: NDArray[F64] = self.second_moment(corpus) / self.count - np.outer(mean, mean)
         return cov
 
-    def whitener(self, corpus: NDArray[np.float32]) -> NDArray[F64]:
-        """Inverse of the ridge-regularised covariance (computed once; well conditioned)."""
+    def whitener(self, corpus: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Inverse of the ridge-regularised covariance (computed once; well conditioned). Kept
+        in float32: it only turns the seed (itself rounded to float32), and at d=1536 reading it
+        in float64 cost a third of a pass over a 10k-row corpus."""
         if self._inverse is None:
             cov = self.covariance(corpus)
             start = time.perf_counter()
             cov[np.diag_indices_from(cov)] += _WHITENING_RIDGE
-            self._inverse = np.asarray(np.linalg.inv(cov), dtype=F64)
+            self._inverse = np.linalg.inv(cov).astype(F32)
             self.seconds += time.perf_counter() - start
         return self._inverse
 
@@ -855,7 +934,7 @@ class CorpusStats:
         return self._axes, self._projection
 
     def whiten(self, corpus: NDArray[np.float32], direction: NDArray[F64]) -> NDArray[F64]:
-        whitened: NDArray[F64] = self.whitener(corpus) @ direction
+        whitened: NDArray[F64] = (self.whitener(corpus) @ direction.astype(F32)).astype(F64)
         return whitened
 
 
