@@ -309,3 +309,58 @@ def test_a_full_subspace_drops_old_directions_and_still_reaches_the_optimum(monk
     corpus = clustered(3000, 32, seed=24)
     assert_same_solution(corpus[:1], corpus[1:], 0.1)
     assert_same_solution(corpus[:2], corpus[2:], 1.0)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0], ids=["streamed", "only the active rows"])
+def test_the_whole_path_gradient_with_or_without_reading_only_active_rows(
+    monkeypatch: pytest.MonkeyPatch, share: float
+) -> None:
+    # The corpus in place (no room to gather), in float32: the gradient's pass either streams
+    # every row or gathers only those inside the margin; both reach the optimum.
+    from exemplar_svm import _solver
+
+    monkeypatch.setattr(_solver, "_gather_limit", lambda n, d: 10)
+    monkeypatch.setattr(_solver, "_sparse_share", lambda: share)
+    corpus = corpus_embeddings("cranfield")
+    query = query_embeddings("cranfield")[3][np.newaxis].astype(np.float64)
+    coef, intercept, scores, info = _solver.solve(
+        query, _solver.as_corpus(corpus), np.ones(len(corpus)), np.empty((0, 384)), np.empty(0), 0.1
+    )
+    assert info.working_set == len(corpus) and info.support_vectors < len(corpus) / 2
+    ref = reference(query, corpus, 0.1)
+    ref_obj = objective(ref, query, corpus)
+    assert abs(objective(LinearModel(coef, intercept), query, corpus) - ref_obj) <= 1e-6 * ref_obj
+    np.testing.assert_allclose(scores, ref.decision_function(corpus), rtol=0, atol=1e-5)
+
+
+def test_solve_many_shares_passes_and_matches_single_solves() -> None:
+    from exemplar_svm._solver import CorpusStats, as_corpus, solve, solve_many
+
+    corpus = as_corpus(corpus_embeddings("msmarco-dl19-subset"))
+    stats = CorpusStats.of(corpus)
+    problems = [
+        {
+            "positives": query[np.newaxis].astype(np.float64),
+            "corpus": corpus,
+            "corpus_weights": np.ones(len(corpus)),
+            "extra": np.empty((0, 384)),
+            "extra_weights": np.empty(0),
+            "C": C,
+            "stats": stats,
+        }
+        for query, C in zip(
+            query_embeddings("msmarco-dl19-subset")[:5], [0.1, 0.1, 1.0, 0.01, 0.1], strict=True
+        )
+    ]
+    together = solve_many(problems)
+    assert len(together) == len(problems)
+    for problem, (_, _, scores, info) in zip(problems, together, strict=True):
+        alone = solve(**problem)
+        # Both near the optimum (float32 passes: as close as the float32 test above asks).
+        np.testing.assert_allclose(scores, alone[2], rtol=0, atol=1e-5)
+        top = np.argsort(-alone[2], kind="stable")[:10]
+        np.testing.assert_allclose(np.sort(scores)[::-1][:10], alone[2][top], rtol=0, atol=1e-5)
+        assert info.passes == alone[3].passes
+    other = as_corpus(corpus_embeddings("cranfield"))
+    with pytest.raises(ValueError, match="one corpus matrix"):
+        solve_many([problems[0], {**problems[1], "corpus": other}])

@@ -50,6 +50,7 @@ direction, an error the Hessian magnifies a thousandfold).
 from __future__ import annotations
 
 import time
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +89,9 @@ _REST_SAMPLE = 2048
 # temporary).
 _BLOCK_SHARE = 32
 # A pass that sums rows in place reads only the rows inside the margin, a block of this many at
-# a time, when they are fewer than this share of the corpus (gathering costs about half again
-# what streaming does).
-_SPARSE_BACK = 0.5
+# a time, when they are fewer than this share of the corpus: gathering a row costs about half
+# again what streaming it does on one thread, and three times as much when BLAS streams on two.
+_SPARSE_BACK = (0.5, 0.25)  # on one BLAS thread, on more
 _SPARSE_BLOCK = 128
 # Newton steps of the starting fit: it only ranks the rows to pick the working set, and after
 # this many its ranking no longer changes on clustered or real data (it converges in about 6).
@@ -113,6 +114,10 @@ class SolveInfo:
     passes: int = 0  # passes over the whole corpus
     working_set: int = 0
     support_vectors: int = 0
+
+
+# coef, intercept, every corpus row's score, and how the solve went.
+Solution = tuple[NDArray[F64], float, NDArray[F64], SolveInfo]
 
 
 @dataclass
@@ -150,7 +155,7 @@ class _Rows:
         active = np.flatnonzero(r[:split]) if self.whole else None
         if self.wide:
             back[:-1] = r[:split] @ self.big.astype(F64)
-        elif active is not None and len(active) < _SPARSE_BACK * split:
+        elif active is not None and len(active) < _sparse_share() * split:
             # In place, only the rows inside the margin count: a small block of them at a time,
             # gathered, summed in float32 and added up in float64 (as accurate as the centred
             # sum below, and the other rows are never read).
@@ -182,9 +187,8 @@ def solve(
     stats: CorpusStats | None = None,
     positive_weights: NDArray[F64] | None = None,
     center: NDArray[F64] | None = None,
-    products: NDArray[F64] | None = None,
     tolerance: float = SCORE_TOLERANCE,
-) -> tuple[NDArray[F64], float, NDArray[F64], SolveInfo]:
+) -> Solution:
     """Exact solution for positives against weighted corpus rows and extra negatives.
 
     Parameters
@@ -208,14 +212,70 @@ def solve(
     tolerance : float, default=1e-6
         Every score ends within about this much of the optimum's. A caller whose problem only
         approximates another (a sample of a collection) may ask for less.
-    products : (n, m), optional
-        ``corpus_products(corpus, first_directions(...))`` for this problem, when the caller
-        computed them (one pass over the corpus for many problems).
 
     Returns
     -------
     coef, intercept, scores of every corpus row (float64), and how the solve went.
     """
+    return solve_many(
+        [
+            {
+                "positives": positives,
+                "corpus": corpus,
+                "corpus_weights": corpus_weights,
+                "extra": extra,
+                "extra_weights": extra_weights,
+                "C": C,
+                "stats": stats,
+                "positive_weights": positive_weights,
+                "center": center,
+                "tolerance": tolerance,
+            }
+        ]
+    )[0]
+
+
+def solve_many(problems: Sequence[Mapping[str, Any]]) -> list[Solution]:
+    """:func:`solve` for each of several problems over one corpus (each a mapping of its
+    arguments): their passes over the corpus that do not depend on a solve's inner steps (the
+    first one, and each round's verification) are shared, one matrix product for all."""
+    if not problems:
+        return []
+    corpus = problems[0]["corpus"]
+    if any(problem["corpus"] is not corpus for problem in problems):
+        raise ValueError("solve_many takes problems over one corpus matrix")
+    solvers = [_solving(**problem) for problem in problems]
+    solutions: list[Solution | None] = [None] * len(problems)
+    wanted = {number: next(solver) for number, solver in enumerate(solvers)}
+    while wanted:
+        numbers = list(wanted)
+        products = corpus_products(corpus, np.vstack([wanted[number] for number in numbers]))
+        ends = np.cumsum([len(wanted[number]) for number in numbers])
+        for number, end in zip(numbers, ends, strict=True):
+            part = np.ascontiguousarray(products[:, end - len(wanted[number]) : end])
+            try:
+                wanted[number] = solvers[number].send(part)
+            except StopIteration as done:
+                solutions[number] = done.value
+                del wanted[number]
+    return [solution for solution in solutions if solution is not None]
+
+
+def _solving(
+    positives: NDArray[F64],
+    corpus: NDArray[np.float32],
+    corpus_weights: NDArray[F64],
+    extra: NDArray[F64],
+    extra_weights: NDArray[F64],
+    C: float,
+    *,
+    stats: CorpusStats | None = None,
+    positive_weights: NDArray[F64] | None = None,
+    center: NDArray[F64] | None = None,
+    tolerance: float = SCORE_TOLERANCE,
+) -> Generator[NDArray[F64], NDArray[F64], Solution]:
+    """:func:`solve`, yielding the vectors (m, d) whose products with the corpus (n, m) it
+    needs sent back (its first pass and every verification)."""
     info = SolveInfo()
     n, d = corpus.shape
     p = len(positives)
@@ -249,9 +309,8 @@ def solve(
     )
     seed = first[0]
     has_center = bool(center.any())
-    if products is None:
-        products = corpus_products(corpus, first)
-        info.passes += 1
+    products = yield first
+    info.passes += 1
     seed_scores = products[:, 0]
     offsets = products[:, 1] if has_center else np.zeros(n)
     # The starting fit only picks the working set (every round verifies all rows). Without a
@@ -349,7 +408,7 @@ def solve(
         # The verification pass. Float32 products see a float32 solution exactly; rounding it
         # moves the scores by about 1e-7.
         w[:d] = w[:d].astype(F32)
-        scores = corpus_products(corpus, w[np.newaxis, :d])[:, 0] + w[d]
+        scores = (yield w[np.newaxis, :d])[:, 0] + w[d]
         info.passes += 1
         violators = ~in_set & ~excluded & (scores > -1 - _VIOLATION_SLACK)
         if not violators.any():
@@ -393,6 +452,20 @@ def _chunk_rows(corpus: NDArray[np.float32]) -> int:
 
 def _block_rows(rows: int) -> int:
     return max(16, -(-rows // _BLOCK_SHARE))
+
+
+_BLAS: Any = None
+
+
+def _sparse_share() -> float:
+    """Below which share of the rows a pass over the corpus reads only those it needs."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+        _BLAS = ThreadpoolController().select(user_api="blas")
+    threads = max([library.num_threads for library in _BLAS.lib_controllers], default=1)
+    return _SPARSE_BACK[0] if threads == 1 else _SPARSE_BACK[1]
 
 
 def corpus_products(corpus: NDArray[np.float32], vectors: NDArray[F64]) -> NDArray[F64]:

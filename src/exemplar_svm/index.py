@@ -26,7 +26,7 @@ from exemplar_svm._checks import (
     unit_rows,
 )
 from exemplar_svm._files import read_versioned_json, write_atomic
-from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve
+from exemplar_svm._solver import CorpusStats, solve, solve_many
 from exemplar_svm.stores import Metric
 
 Mode = Literal["svm", "knn", "hybrid"]
@@ -369,21 +369,15 @@ class ExemplarIndex:
                 for column in range(len(items))
             ]
         out: list[list[Hit]] = []
-        # The solves of a group share their first pass over the corpus: one matrix product.
+        # The solves of a group share their passes over the corpus that do not depend on their
+        # inner steps (the first one and the verifications): one matrix product each.
         for first in range(0, len(items), _BATCH_GROUP):
             plans = [
                 _plan(corpus, item, mode, positives, negatives, checked)
                 for item in items[first : first + _BATCH_GROUP]
             ]
             problems = [plan.problem for plan in plans if plan is not None and plan.problem]
-            firsts = [_first_pass(problem) for problem in problems]
-            if firsts:
-                products = corpus_products(corpus.vectors, np.vstack(firsts))
-            ends = np.cumsum([len(rows) for rows in firsts])
-            solved = iter(
-                solve(**problem, products=products[:, end - len(rows) : end])[2]
-                for problem, rows, end in zip(problems, firsts, ends, strict=True)
-            )
+            solved = iter(solution[2] for solution in solve_many(problems))
             for plan in plans:
                 if plan is None:
                     out.append([])
@@ -587,12 +581,6 @@ def _plan(
     }
     weight = hybrid_weight if mode == "hybrid" else None
     return _Plan(corpus, candidates, query_direction, knn_scores, problem, weight)
-
-
-def _first_pass(problem: dict[str, Any]) -> NDArray[np.float64]:
-    """The directions ``solve`` scores the corpus along first for ``problem``."""
-    arguments = {name: value for name, value in problem.items() if name != "C"}
-    return first_directions(**arguments)
 
 
 def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
