@@ -217,22 +217,7 @@ def solve(
     -------
     coef, intercept, scores of every corpus row (float64), and how the solve went.
     """
-    return solve_many(
-        [
-            {
-                "positives": positives,
-                "corpus": corpus,
-                "corpus_weights": corpus_weights,
-                "extra": extra,
-                "extra_weights": extra_weights,
-                "C": C,
-                "stats": stats,
-                "positive_weights": positive_weights,
-                "center": center,
-                "tolerance": tolerance,
-            }
-        ]
-    )[0]
+    return solve_many([dict(locals())])[0]  # every argument, by name
 
 
 def solve_many(problems: Sequence[Mapping[str, Any]]) -> list[Solution]:
