@@ -152,7 +152,7 @@ class _Rows:
         info.passes += self.whole
         split = len(self.big)
         back = np.empty(self.big.shape[1] + 1)
-        active = np.flatnonzero(r[:split]) if self.whole else None
+        active = np.flatnonzero(r[:split]) if self.whole and not self.wide else None
         if self.wide:
             back[:-1] = r[:split] @ self.big.astype(F64)
         elif active is not None and len(active) < _sparse_share() * split:
@@ -687,38 +687,36 @@ class _Curvature:
 
     def __init__(self, y: NDArray[F64], k: NDArray[F64], chunk: int) -> None:
         self.y, self.k, self.chunk = y, k, chunk
+        self.roots = np.sqrt(2 * k)
         self.on: NDArray[np.bool_] | None = None
         self.hess = np.zeros((0, 0))
 
     def of(self, outputs: NDArray[F64], on: NDArray[np.bool_], fresh: list[int]) -> NDArray[F64]:
         """The Hessian for ``outputs`` (rows x m) and the pattern ``on``; ``fresh`` lists the
         directions whose outputs changed since the last call (all of them on the first)."""
-        m = outputs.shape[1]
-        hess = np.zeros((m, m))
-        old = min(len(self.hess), m)
-        hess[:old, :old] = self.hess[:old, :old]
         changed = np.flatnonzero(on != self.on) if self.on is not None else None
         if changed is None or 2 * len(changed) > np.count_nonzero(on):
-            hess = self._summed(outputs, np.flatnonzero(on), np.sqrt(2 * self.k))
+            hess = self._summed(outputs, np.flatnonzero(on))
         else:
-            hess += self._summed(outputs, changed[on[changed]], np.sqrt(2 * self.k))
-            hess -= self._summed(outputs, changed[~on[changed]], np.sqrt(2 * self.k))
+            m = outputs.shape[1]
+            hess = np.zeros((m, m))
+            old = min(len(self.hess), m)  # a new direction's row and column are fresh
+            hess[:old, :old] = self.hess[:old, :old]
+            hess += self._summed(outputs, changed[on[changed]])
+            hess -= self._summed(outputs, changed[~on[changed]])
             weights = np.where(on, 2 * self.k, 0.0)
             for j in fresh:
                 hess[:, j] = hess[j, :] = outputs.T @ (weights * outputs[:, j])
         self.on, self.hess = on, hess
         return hess
 
-    def _summed(
-        self, outputs: NDArray[F64], rows: NDArray[np.intp], roots: NDArray[F64]
-    ) -> NDArray[F64]:
-        """``sum_i roots_i^2 o_i o_i^T`` over ``rows``, a block at a time (the copies stay
-        small)."""
+    def _summed(self, outputs: NDArray[F64], rows: NDArray[np.intp]) -> NDArray[F64]:
+        """``2 sum_i k_i o_i o_i^T`` over ``rows``, a block at a time (the copies stay small)."""
         hess = np.zeros((outputs.shape[1], outputs.shape[1]))
         for first in range(0, len(rows), self.chunk):
             block = rows[first : first + self.chunk]
             part = outputs[block]
-            part *= roots[block, np.newaxis]
+            part *= self.roots[block, np.newaxis]
             hess += part.T @ part
         return hess
 
