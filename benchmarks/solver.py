@@ -15,7 +15,11 @@ Every figure is a ratio measured in the same run, so a busy machine shifts them 
 - how many passes over the corpus matrix one search makes (kNN makes one);
 - growth: the log-log slope of one search's time against n;
 - batches: per-query time of ``search_batch`` against one query at a time;
-- the index's one-off precomputation (corpus statistics).
+- the index's one-off precomputation (corpus statistics);
+- approximate rankings, each with its latency (ratio to kNN) and how many of the exact SVM's top
+  10 it finds: ``mode="lda"`` (the exemplar LDA), and, for comparison only (it is not a mode),
+  the SVM trained against a fixed sample of negatives (each standing for its share of the
+  corpus), then scoring the whole corpus.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 from sklearn.svm import LinearSVC
 
 from exemplar_svm import ExemplarIndex, LinearModel
+from exemplar_svm._solver import CorpusStats, solve
 from exemplar_svm.svm import objective
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +47,9 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 C = 0.1
 # The problem scikit-learn solves: the exemplar SVM alone, no feedback documents.
 SVM = {"mode": "svm", "C": C, "feedback": 0}
+LDA = {"mode": "lda", "feedback": 0}
+# Negatives sampled for the comparison with subsampled training.
+SAMPLES = (1024, 4096)
 
 
 def clustered(n: int, d: int, mean_cosine: float, seed: int = 0, clusters: int = 50) -> np.ndarray:
@@ -106,6 +114,7 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
     index.search(queries[0], k=10, **SVM)  # the first search computes the corpus statistics
     precompute = time.perf_counter() - start
     vectors = index.vectors
+    samples = {m: negative_sample(vectors, m) for m in SAMPLES if m < len(vectors) // 2}
     rows: dict[str, list[float]] = {
         "knn": [],
         "ours": [],
@@ -113,6 +122,10 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
         "gap": [],
         "same": [],
         "passes": [],
+        "lda": [],
+        "lda_top": [],
+        **{f"sampled{m}": [] for m in SAMPLES},
+        **{f"sampled{m}_top": [] for m in SAMPLES},
     }
     for query in queries:
         query = query / np.linalg.norm(query)
@@ -122,6 +135,14 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
         rows["ours"].append(t_ours)
         ours_model, passes = _our_model(index, query)
         rows["passes"].append(passes)
+        exact = {int(h.id) for h in hits}
+        t_lda, lda_hits = timed(lambda q=query: index.search(q, k=10, **LDA), repeat=5)
+        rows["lda"].append(t_lda / t_knn)
+        rows["lda_top"].append(len(exact & {int(h.id) for h in lda_hits}) / 10)
+        for m, sample in samples.items():
+            t_sampled, top = timed(lambda q=query, s=sample: sampled(vectors, q, s), repeat=3)
+            rows[f"sampled{m}"].append(t_sampled / t_knn)
+            rows[f"sampled{m}_top"].append(len(exact & set(top.tolist())) / 10)
         if with_sklearn:
             t_ref, (ref_top, ref_model) = timed(lambda q=query: sklearn_svm(vectors, q))
             rows["sklearn"].append(t_ref)
@@ -146,6 +167,11 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
         "memory": memory,
         "precompute_s": precompute,
         "passes": statistics.median(rows["passes"]),
+        **{
+            key: statistics.median(values) if "top" not in key else statistics.mean(values)
+            for key, values in rows.items()
+            if key.startswith(("lda", "sampled")) and values
+        },
     }
     if with_sklearn:
         result["sklearn_ms"] = 1e3 * statistics.median(rows["sklearn"])
@@ -157,10 +183,40 @@ def scenario(name: str, corpus: np.ndarray, queries: np.ndarray, with_sklearn: b
     return result
 
 
+def negative_sample(corpus: np.ndarray, size: int) -> tuple[np.ndarray, CorpusStats]:
+    """A fixed sample of the corpus's rows, with its statistics (as an index would keep them)."""
+    rows = np.sort(np.random.default_rng(0).choice(len(corpus), size, replace=False))
+    sample = np.ascontiguousarray(corpus[rows])
+    stats = CorpusStats.of(sample)
+    stats.axes(sample)
+    stats.whitener(sample)
+    return sample, stats
+
+
+def sampled(
+    corpus: np.ndarray, query: np.ndarray, sample: tuple[np.ndarray, CorpusStats], k: int = 10
+) -> np.ndarray:
+    """Top k of the exact SVM trained against a sample of negatives (each standing for its share
+    of the corpus, so the problem keeps its balance), then scoring the corpus."""
+    rows, stats = sample
+    n, d = corpus.shape
+    coef, intercept, _, _ = solve(
+        query[np.newaxis].astype(np.float64),
+        rows,
+        np.full(len(rows), n / len(rows)),
+        np.empty((0, d)),
+        np.empty(0),
+        C,
+        stats=stats,
+        tolerance=1e-4,  # the sampled problem only approximates the full one
+    )
+    scores = corpus @ coef.astype(np.float32) + intercept
+    top = np.argpartition(-scores, k)[:k]
+    return top[np.argsort(-scores[top])]
+
+
 def _our_model(index: ExemplarIndex, query: np.ndarray) -> tuple[LinearModel, int]:
     """The model a search trains (the same solver call) and the corpus passes it made."""
-    from exemplar_svm._solver import solve
-
     corpus = index.vectors
     coef, intercept, _, info = solve(
         query[np.newaxis].astype(np.float64),
@@ -283,6 +339,24 @@ def run(args: argparse.Namespace) -> None:
             f"{r.get('speedup', float('nan')):.0f}x | {r.get('gap', float('nan')):.1e} | "
             f"{r.get('same', float('nan')):.0%} | {r['memory']:.2f} | {r['precompute_s']:.2f} |"
         )
+
+    print(
+        "\napproximate rankings: latency / kNN's, and the share of the exact SVM's top 10 they "
+        "find (mean)\n"
+    )
+    print(
+        "| data | lda / kNN | lda top 10 | "
+        + " | ".join(f"sampled {m:,} / kNN | sampled {m:,} top 10" for m in SAMPLES)
+        + " |"
+    )
+    print("|---|---|---|" + "---|---|" * len(SAMPLES))
+    for r in results:
+        cells = [f"{r['lda']:.1f}x", f"{r['lda_top']:.0%}"]
+        for m in SAMPLES:
+            known = f"sampled{m}" in r
+            cells.append(f"{r[f'sampled{m}']:.1f}x" if known else "-")
+            cells.append(f"{r[f'sampled{m}_top']:.0%}" if known else "-")
+        print(f"| {r['name']} | " + " | ".join(cells) + " |")
 
     print("\ngrowth of one search with n (d=384, mean cosine 0.5):")
     sizes = [1_000, 4_000, 16_000] if quick else [1_000, 4_000, 16_000, 64_000, 200_000]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exemplar_svm import ExemplarIndex, fit
+from exemplar_svm import MODES, ExemplarIndex, fit
 from exemplar_svm.index import MANIFEST
 from tests.conftest import corpus_embeddings, query_embeddings
 from tests.test_svm import clustered
@@ -58,6 +58,50 @@ def test_hybrid_is_mean_of_z_scores(cranfield) -> None:
     hits = index.search(queries[2], k=10, mode="hybrid", C=0.1, feedback=0, hybrid_weight=0.5)
     assert order(hits) == [str(row) for row in np.argsort(-fused, kind="stable")[:10]]
     np.testing.assert_allclose([hit.score for hit in hits], np.sort(fused)[::-1][:10], atol=1e-5)
+
+
+def exemplar_lda(corpus: np.ndarray, positives: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Hariharan et al.'s exemplar LDA scores, computed directly: the difference between the
+    positives' mean and the negatives' weighted mean, times the inverse of the corpus's
+    covariance with the library's ridge (1e-2) on its diagonal."""
+    rows = corpus / np.linalg.norm(corpus, axis=1, keepdims=True)
+    cov = np.cov(rows.astype(np.float64), rowvar=False, bias=True) + 1e-2 * np.eye(rows.shape[1])
+    units = positives / np.linalg.norm(positives, axis=1, keepdims=True)
+    contrast = units.mean(axis=0) - weights @ rows / weights.sum()
+    scores: np.ndarray = rows @ np.linalg.solve(cov, contrast)
+    return scores
+
+
+def test_lda_is_the_exemplar_lda_ranking(cranfield) -> None:
+    index, corpus, queries = cranfield
+    scores = exemplar_lda(corpus, queries[3:4], np.ones(len(corpus)))
+    hits = index.search(queries[3], k=10, mode="lda", feedback=0)
+    assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:10]]
+    # The whitener is kept in float32: scores agree to about 1e-6 of their scale.
+    scale = float(np.abs(scores).max())
+    np.testing.assert_allclose(
+        [h.score for h in hits], np.sort(scores)[::-1][:10], atol=1e-5 * scale
+    )
+    # A named positive leaves the results and joins the positives' mean; a named negative
+    # counts negative_weight times in the negatives' mean.
+    weights = np.ones(len(corpus))
+    weights[[5, 6]] = [0.0, 40.0]
+    scores = exemplar_lda(corpus, np.vstack([queries[3], corpus[5]]), weights)
+    scores[[5, 6]] = -np.inf
+    hits = index.search(
+        queries[3],
+        k=10,
+        mode="lda",
+        feedback=0,
+        positives=["5"],
+        negatives=["6"],
+        negative_weight=40,
+    )
+    assert order(hits) == [str(row) for row in np.argsort(-scores, kind="stable")[:10]]
+    # It approximates the SVM: most of the top 10 are the same, not all.
+    svm = set(order(index.search(queries[3], k=10, mode="svm", C=0.1, feedback=0)))
+    lda = set(order(index.search(queries[3], k=10, mode="lda", feedback=0)))
+    assert 5 <= len(svm & lda) < 10
 
 
 def test_several_query_vectors_are_all_positives(cranfield) -> None:
@@ -379,7 +423,7 @@ def test_solver_statistics_are_kept_current_and_saved(tmp_path: Path) -> None:
         ExemplarIndex.load(tmp_path)
 
 
-@pytest.mark.parametrize("mode", ["svm", "knn", "hybrid"])
+@pytest.mark.parametrize("mode", MODES)
 def test_search_batch_equals_one_at_a_time(mode: str) -> None:
     data = clustered(500, 16, seed=12)
     index = ExemplarIndex(data[5:])

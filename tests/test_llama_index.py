@@ -55,7 +55,7 @@ from llama_index.core.vector_stores import (
 )
 from llama_index.core.vector_stores.types import BasePydanticVectorStore, VectorStoreQueryResult
 
-from exemplar_svm import ExemplarIndex
+from exemplar_svm import MODES, ExemplarIndex
 from exemplar_svm.index import DEFAULT_C, DEFAULT_MODE, DEFAULT_NEGATIVE_WEIGHT
 from exemplar_svm.llama_index import (
     PERSIST_FILENAME,
@@ -252,7 +252,7 @@ def test_from_nodes_embeds_each_node_once_and_returns_scored_copies(corpus, embe
     assert all(SIMILARITY_KEY not in node.metadata for node in retriever.nodes)
 
 
-@pytest.mark.parametrize("mode", ["svm", "knn", "hybrid"])
+@pytest.mark.parametrize("mode", MODES)
 def test_same_ranking_as_the_core(corpus, embed_model, local_embedder, retriever, mode) -> None:
     retriever.mode = mode
     query = "What should I put in my savings?"

@@ -225,6 +225,8 @@ def test_named_examples_are_left_out_and_checked() -> None:
         index.search(np.ones(3), 5)
     with pytest.raises(ValueError, match="C must be a positive"):
         index.search(corpus[0], 5, C=0)
+    with pytest.raises(ValueError, match="mode 'lda' whitens with the covariance of the whole"):
+        index.search(corpus[0], 5, mode="lda")
 
 
 def test_small_stores_and_large_k() -> None:

@@ -80,9 +80,10 @@ _ROW_ARRAYS = 12
 # batch's products equal a single search's. On larger corpora float32 products hold the scores
 # to about 1e-7.
 _WIDE_ENTRIES = 1 << 16
-# Rows the starting fit looks at (the top of the seed ranking); the working set is picked among
-# them too when they are enough.
-_SEED_FIT_ROWS = 8192
+# Rows the starting fit looks at (the top of the seed ranking, where the support vectors are):
+# with twice as many, the working sets picked and the rounds needed were the same on clustered
+# data (up to 200k rows) and on the shared datasets.
+_SEED_FIT_ROWS = 4096
 # Rows it samples from the rest of a large corpus, to stand for them.
 _REST_SAMPLE = 2048
 # Float64 products with the float32 corpus go in blocks of 1/32 of it (a block's float64 copy is
@@ -306,7 +307,7 @@ def _solving(
     every_row = len(fit_rows)
     if not has_center and len(fit_rows) > _SEED_FIT_ROWS:
         top = np.argpartition(-seed_scores[fit_rows], _SEED_FIT_ROWS - 1)[:_SEED_FIT_ROWS]
-        fit_rows = fit_rows[top]
+        fit_rows = fit_rows[np.sort(top)]  # in order: the fit gathers their outputs
     # The best solution over the seed, the bias and the corpus's principal axes: their outputs
     # on every row are known, so this small problem needs no pass, and its scores rank the
     # support vectors far better than the seed's alone.
@@ -323,9 +324,10 @@ def _solving(
         left = ~excluded
         left[fit_rows] = False
         rest = np.flatnonzero(left)
-        drawn = min(_REST_SAMPLE, len(rest))
-        sample = np.sort(np.random.default_rng(0).choice(rest, drawn, replace=False))
-        scale = float(corpus_weights[rest].sum() / corpus_weights[sample].sum())
+        # Evenly spaced: a corpus stored topic by topic is sampled across all its topics.
+        sample = rest[np.linspace(0, len(rest) - 1, min(_REST_SAMPLE, len(rest))).astype(np.intp)]
+        rest_weight = corpus_weights.sum() - corpus_weights[fit_rows].sum()
+        scale = float(rest_weight / corpus_weights[sample].sum())
         fit_rows = np.concatenate([fit_rows, sample])
         costs = np.concatenate([costs, scale * unit_cost * corpus_weights[sample]])
     w, scores = _fit_start(

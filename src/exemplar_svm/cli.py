@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODES,
         default=DEFAULT_MODE,
         help="ranking: 'svm' = exemplar SVM, 'knn' = cosine similarity, 'hybrid' = mean of the "
-        f"z-scored SVM and kNN scores (default: {DEFAULT_MODE})",
+        "z-scored SVM and kNN scores, 'lda' = exemplar LDA (a fast approximation of the SVM) "
+        f"(default: {DEFAULT_MODE})",
     )
     search.add_argument(
         "--compare",

@@ -26,10 +26,10 @@ from exemplar_svm._checks import (
     unit_rows,
 )
 from exemplar_svm._files import read_versioned_json, write_atomic
-from exemplar_svm._solver import CorpusStats, solve, solve_many
+from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve_many
 from exemplar_svm.stores import Metric
 
-Mode = Literal["svm", "knn", "hybrid"]
+Mode = Literal["svm", "knn", "hybrid", "lda"]
 PriorDirection = Literal["query", "contrast"]
 MODES: tuple[str, ...] = get_args(Mode)
 
@@ -129,7 +129,7 @@ class Hit:
     score : float
         The ranking score of the search mode; higher is better. For ``"svm"`` it is the SVM's
         decision value, for ``"knn"`` the cosine similarity, for ``"hybrid"`` the mean of the
-        two z-scores.
+        two z-scores, for ``"lda"`` the document's product with the exemplar LDA's direction.
     similarity : float
         Cosine similarity between the document and the query, whatever the mode.
     """
@@ -280,12 +280,17 @@ class ExemplarIndex:
             The query embedding, or several (their shared concept is searched for).
         k : int, default=10
             How many hits; the whole remaining corpus if it holds fewer.
-        mode : {"svm", "knn", "hybrid"}
+        mode : {"svm", "knn", "hybrid", "lda"}
             ``"svm"`` ranks by an exemplar SVM trained with the query and ``positives`` as
             positives and every other corpus document as a negative. ``"knn"`` ranks by cosine
             similarity to the normalised mean of the query and positive vectors (the centroid).
             ``"hybrid"`` ranks by a weighted mean of the z-scored SVM and kNN scores over the
-            candidate documents.
+            candidate documents. ``"lda"`` is a fast approximation of ``"svm"``, the exemplar
+            LDA (Hariharan et al., 2012): it ranks by the difference between the positives' and
+            the negatives' means, whitened by the corpus's covariance (the SVM's starting
+            point), at about the cost of kNN; ``C``, ``prior`` and ``hybrid_weight`` do not
+            apply. On the shared datasets its top 10 shares 8 to 9 documents with the exact
+            SVM's (see the README's Speed section).
         positives, negatives : str, vector, or sequence of them, optional
             Extra examples, as corpus ids or vectors. Corpus documents named here are left out
             of the results.
@@ -330,9 +335,7 @@ class ExemplarIndex:
         plan = _plan(self._corpus, query, mode, positives, negatives, checked)
         if plan is None:
             return []
-        scores = plan.knn_scores if plan.problem is None else solve(**plan.problem)[2]
-        assert scores is not None  # a plan without a problem ranks by kNN
-        return _finish(plan, scores, k)
+        return _finish(plan, _rankings([plan])[0], k)
 
     def search_batch(
         self,
@@ -369,22 +372,14 @@ class ExemplarIndex:
                 for column in range(len(items))
             ]
         out: list[list[Hit]] = []
-        # The solves of a group share their passes over the corpus that do not depend on their
-        # inner steps (the first one and the verifications): one matrix product each.
         for first in range(0, len(items), _BATCH_GROUP):
             plans = [
                 _plan(corpus, item, mode, positives, negatives, checked)
                 for item in items[first : first + _BATCH_GROUP]
             ]
-            problems = [plan.problem for plan in plans if plan is not None and plan.problem]
-            solved = iter(solution[2] for solution in solve_many(problems))
-            for plan in plans:
-                if plan is None:
-                    out.append([])
-                else:
-                    ranking = plan.knn_scores if plan.problem is None else next(solved)
-                    assert ranking is not None  # a plan without a problem ranks by kNN
-                    out.append(_finish(plan, ranking, k))
+            ready = [plan for plan in plans if plan is not None]
+            rankings = iter(_rankings(ready))
+            out += [[] if plan is None else _finish(plan, next(rankings), k) for plan in plans]
         return out
 
     # -- persistence -------------------------------------------------------------------------
@@ -501,6 +496,7 @@ class _Plan:
     knn_scores: NDArray[Any] | None
     problem: dict[str, Any] | None  # solve's arguments (None: rank by knn_scores)
     hybrid_weight: float | None  # mix with the kNN z-scores ("hybrid")
+    lda: bool = False  # rank by the problem's exemplar LDA, not its SVM
 
 
 def _plan(
@@ -580,7 +576,39 @@ def _plan(
         "center": center,
     }
     weight = hybrid_weight if mode == "hybrid" else None
-    return _Plan(corpus, candidates, query_direction, knn_scores, problem, weight)
+    return _Plan(
+        corpus, candidates, query_direction, knn_scores, problem, weight, lda=mode == "lda"
+    )
+
+
+def _rankings(plans: Sequence[_Plan]) -> list[NDArray[Any]]:
+    """Every plan's scores over the corpus (the plans share one corpus snapshot).
+
+    The passes over the corpus that do not depend on a solve's inner steps (its first one and
+    its verifications) are shared by the plans' solves, and the exemplar LDAs are scored in one
+    pass: one matrix product each.
+    """
+    rankings: list[NDArray[Any] | None] = [plan.knn_scores for plan in plans]
+    svm = [number for number, plan in enumerate(plans) if plan.problem and not plan.lda]
+    solutions = solve_many([cast(dict[str, Any], plans[number].problem) for number in svm])
+    for number, solution in zip(svm, solutions, strict=True):
+        rankings[number] = solution[2]
+    lda = [number for number, plan in enumerate(plans) if plan.problem and plan.lda]
+    if lda:
+        # The seed is the first direction; a prior (center) does not enter it.
+        seeds = [first_directions(**_lda_arguments(plans[number].problem))[0] for number in lda]
+        products = corpus_products(plans[0].corpus.vectors, np.vstack(seeds))
+        for column, number in enumerate(lda):
+            rankings[number] = products[:, column]
+    assert all(ranking is not None for ranking in rankings)  # a plan without a problem: kNN
+    return cast(list[NDArray[Any]], rankings)
+
+
+def _lda_arguments(problem: dict[str, Any] | None) -> dict[str, Any]:
+    """The arguments of :func:`first_directions` among a plan's solver arguments."""
+    assert problem is not None
+    names = ("positives", "corpus", "corpus_weights", "extra", "extra_weights", "stats")
+    return {name: problem[name] for name in (*names, "positive_weights")}
 
 
 def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:

@@ -105,7 +105,8 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     - ``"score"`` (float): the ranking score of the mode, higher is better (the SVM's decision
       value for ``"svm"``, the cosine similarity for ``"knn"``, the mean z-score for
-      ``"hybrid"``); see :class:`exemplar_svm.Hit`;
+      ``"hybrid"``, the whitened mean difference's score for ``"lda"``); see
+      :class:`exemplar_svm.Hit`;
     - ``"similarity"`` (float): the cosine similarity between the document and the query,
       whatever the mode.
 
@@ -129,7 +130,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         With a ``StoreIndex`` only: the LangChain vector store the documents are read from.
     k : int, default=4
         How many documents a call returns.
-    mode : {"svm", "knn", "hybrid"}
+    mode : {"svm", "knn", "hybrid", "lda"}
         How the core ranks; see :meth:`exemplar_svm.ExemplarIndex.search`.
     C : float
         The SVM's loss weight.
@@ -180,8 +181,9 @@ class ExemplarSVMRetriever(BaseRetriever):
     """How many documents to return; ``invoke(query, k=...)`` overrides it for one call."""
 
     mode: Mode = DEFAULT_MODE
-    """How to rank: ``"svm"`` (the exemplar SVM), ``"knn"`` (cosine similarity) or
-    ``"hybrid"`` (both, z-scored and averaged)."""
+    """How to rank: ``"svm"`` (the exemplar SVM), ``"knn"`` (cosine similarity),
+    ``"hybrid"`` (both, z-scored and averaged) or ``"lda"`` (the exemplar LDA: a fast
+    approximation of the SVM)."""
 
     C: float = Field(default=DEFAULT_C, gt=0)
     """The SVM's loss weight: larger fits the examples more tightly."""

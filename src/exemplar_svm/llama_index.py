@@ -151,7 +151,8 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     Every result is a copy of the stored node (the stored node is never changed) with
     ``score`` = the mode's ranking score (higher is better: the SVM's decision value for
-    ``"svm"``, the cosine for ``"knn"``, a z-score mean for ``"hybrid"``) and the cosine
+    ``"svm"``, the cosine for ``"knn"``, a z-score mean for ``"hybrid"``, the whitened mean
+    difference's score for ``"lda"``) and the cosine
     similarity to the query in ``metadata["similarity"]``. A ``SimilarityPostprocessor`` cutoff
     therefore applies to the mode's score.
 
@@ -169,7 +170,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         ``all-MiniLM-L6-v2`` (LlamaIndex's own default is OpenAI, which needs a key).
     similarity_top_k : int
         How many nodes to return.
-    mode : {"svm", "knn", "hybrid"}
+    mode : {"svm", "knn", "hybrid", "lda"}
     C, negative_weight : float
         As for :meth:`exemplar_svm.ExemplarIndex.search`.
     search_kwargs : mapping, optional

@@ -344,13 +344,19 @@ class StoreIndex:
     ) -> list[Hit]:
         """Rank the store for ``query``; the best ``k`` documents, best first.
 
-        Takes the arguments of :meth:`ExemplarIndex.search`, with store ids as examples.
+        Takes the arguments of :meth:`ExemplarIndex.search`, with store ids as examples, and
+        every mode but ``"lda"``.
         ``"hybrid"`` z-scores are estimated from the fetched documents and the background.
         """
         k = check_k(k)
         # Every ranking option is a parameter of this method, named as in SEARCH_OPTIONS.
         arguments = locals()
         options = check_search_options({name: arguments[name] for name in SEARCH_OPTIONS})
+        if mode == "lda":
+            raise ValueError(
+                "mode 'lda' whitens with the covariance of the whole collection, which a "
+                "StoreIndex does not read; use 'svm', 'hybrid' or 'knn' (or an ExemplarIndex)"
+            )
         sample_ids, sample = self._background()
         total = self.store.count()
         if total == 0 or not len(sample):
