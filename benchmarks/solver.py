@@ -363,10 +363,15 @@ def run(args: argparse.Namespace) -> None:
     slopes = growth(sizes, 384, with_sklearn_up_to=16_000 if quick else 64_000)
     print("log-log slope (time ~ n^slope): " + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()))
 
-    data = clustered(5_000 if quick else 20_000, 384, 0.5, seed=3)
-    ratio = batches(data[32:], data[:32])
-    if ratio is not None:
-        print(f"\nbatch of 32 queries: {ratio:.2f}x the time of 32 single searches")
+    print()
+    for n, d, cosine in [
+        (5_000 if quick else 20_000, 384, 0.5),
+        (2_000 if quick else 10_000, 1536, 0.7),
+    ]:
+        data = clustered(n + 32, d, cosine, seed=3)
+        ratio = batches(data[32:], data[:32])
+        if ratio is not None:
+            print(f"batch of 32 queries, {n:,} x {d}: {ratio:.2f}x the time of 32 single searches")
     sys.stdout.flush()
 
 

@@ -450,6 +450,38 @@ def test_search_batch_equals_one_at_a_time(mode: str) -> None:
         index.search_batch(list(data[:3]), k=0, mode="knn")
 
 
+def test_search_batch_spreads_its_groups_over_the_blas_threads(monkeypatch) -> None:
+    from threadpoolctl import threadpool_limits
+
+    import exemplar_svm.index as index_module
+    from exemplar_svm._blas import blas_threads
+
+    data = clustered(400, 16, seed=13)
+    index = ExemplarIndex(data[20:])
+    queries = list(data[:20])
+    groups: list[tuple[int, int]] = []  # (queries, BLAS threads) of each group's solves
+    rankings = index_module._rankings
+
+    def spy(plans):
+        groups.append((len(plans), blas_threads()))
+        return rankings(plans)
+
+    monkeypatch.setattr(index_module, "_rankings", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = index.search_batch(queries, k=5, mode="svm")
+        # Groups of 8 at most, two at a time, each on one BLAS thread; the limit is lifted
+        # after the batch.
+        assert sorted(groups) == [(4, 1), (8, 1), (8, 1)]
+        assert blas_threads() == 2
+    groups.clear()
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = index.search_batch(queries, k=5, mode="svm")
+    assert groups == [(8, 1), (8, 1), (4, 1)]  # one after the other
+    assert [order(hits) for hits in two] == [order(hits) for hits in one]
+    for got, expected in zip(two, one, strict=True):
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in expected], atol=1e-6)
+
+
 # -- quality modes ------------------------------------------------------------------------------
 
 

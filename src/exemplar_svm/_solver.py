@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from exemplar_svm._blas import blas_threads
+
 F32 = np.float32
 F64 = np.float64
 
@@ -441,18 +443,9 @@ def _block_rows(rows: int) -> int:
     return max(16, -(-rows // _BLOCK_SHARE))
 
 
-_BLAS: Any = None
-
-
 def _sparse_share() -> float:
     """Below which share of the rows a pass over the corpus reads only those it needs."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
-
-        _BLAS = ThreadpoolController().select(user_api="blas")
-    threads = max([library.num_threads for library in _BLAS.lib_controllers], default=1)
-    return _SPARSE_BACK[0] if threads == 1 else _SPARSE_BACK[1]
+    return _SPARSE_BACK[0] if blas_threads() == 1 else _SPARSE_BACK[1]
 
 
 def corpus_products(corpus: NDArray[np.float32], vectors: NDArray[F64]) -> NDArray[F64]:

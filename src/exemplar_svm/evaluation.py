@@ -73,6 +73,8 @@ DEFAULT_METHODS: dict[str, dict[str, Any]] = {
     "svm + prior": {"mode": "svm", "C": 0.1, "feedback": 0, "prior": 3.0},
     # Pseudo-relevance feedback at the library's C.
     "svm + feedback": {"mode": "svm"},
+    # The SVM's fast approximation: the whitened mean difference (query against the corpus).
+    "lda": {"mode": "lda", "feedback": 0},
     "default": {},
 }
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args
@@ -15,6 +16,7 @@ from typing import Any, Literal, Union, cast, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from exemplar_svm._blas import ONE_BLAS_THREAD, blas_threads
 from exemplar_svm._checks import (
     as_matrix,
     check_count,
@@ -65,7 +67,7 @@ SEARCH_OPTIONS: tuple[str, ...] = (
     "rocchio",
 )
 
-# Queries of a batch whose solves share their first pass over the corpus (each holds a few
+# At most this many queries of a batch share their passes over the corpus (each holds a few
 # arrays over all rows meanwhile).
 _BATCH_GROUP = 8
 
@@ -351,7 +353,9 @@ class ExemplarIndex:
         several for a shared concept); ``options`` are :meth:`search`'s keyword arguments, the
         same for every query. All of them see the same corpus, even while another thread adds
         documents. ``"knn"`` without examples scores the whole batch in one matrix product; the
-        SVM modes train one model per query.
+        SVM modes train one model per query, in groups whose passes over the corpus are shared,
+        the groups spread over numpy's BLAS threads (each on one meanwhile: the limit is
+        process-wide).
         """
         corpus = self._corpus  # one snapshot for the whole batch
         items = list(queries)
@@ -371,16 +375,22 @@ class ExemplarIndex:
                 ]
                 for column in range(len(items))
             ]
-        out: list[list[Hit]] = []
-        for first in range(0, len(items), _BATCH_GROUP):
-            plans = [
-                _plan(corpus, item, mode, positives, negatives, checked)
-                for item in items[first : first + _BATCH_GROUP]
-            ]
-            ready = [plan for plan in plans if plan is not None]
-            rankings = iter(_rankings(ready))
-            out += [[] if plan is None else _finish(plan, next(rankings), k) for plan in plans]
-        return out
+
+        def answer(group: list[ArrayLike]) -> list[list[Hit]]:
+            plans = [_plan(corpus, item, mode, positives, negatives, checked) for item in group]
+            rankings = iter(_rankings([plan for plan in plans if plan is not None]))
+            return [[] if plan is None else _finish(plan, next(rankings), k) for plan in plans]
+
+        # The groups run side by side, one per BLAS thread, each on one: a solve's many small
+        # steps keep one core busy, so spreading the groups over the cores beats lending every
+        # BLAS call all of them (a group still shares its passes over the corpus).
+        threads = blas_threads()
+        size = max(1, min(_BATCH_GROUP, -(-len(items) // threads)))
+        groups = [items[first : first + size] for first in range(0, len(items), size)]
+        if threads == 1 or len(groups) == 1:
+            return [hits for group in groups for hits in answer(group)]
+        with ONE_BLAS_THREAD, ThreadPoolExecutor(min(threads, len(groups))) as pool:
+            return [hits for part in pool.map(answer, groups) for hits in part]
 
     # -- persistence -------------------------------------------------------------------------
 

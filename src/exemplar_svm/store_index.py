@@ -37,6 +37,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from exemplar_svm._blas import ONE_BLAS_THREAD
 from exemplar_svm._checks import as_matrix, check_count, check_k, unit_rows
 from exemplar_svm._solver import SCORE_TOLERANCE, corpus_products, solve
 from exemplar_svm.index import (
@@ -131,50 +132,6 @@ def _expected_misses(rest: NDArray[F64], outside: int, cut: float) -> float:
     if cut <= floor or scale <= 0:
         return math.inf if cut <= floor else 0.0
     return outside * top / size * math.exp(-(cut - floor) / scale)
-
-
-class _OneBlasThread:
-    """While any search computes, numpy's BLAS runs on one thread.
-
-    The store's engine (FAISS in this process, or a database on the same machine) scans on the
-    same cores right after each solve, and BLAS worker threads spin for a while after their
-    last task: measured with FAISS on 2 cores, its scans took 30% longer after a solve on two
-    BLAS threads, more than the solves (tens of thousands of rows) lose on one. The limit is
-    process-wide (threadpoolctl), so concurrent searches share it: the first one in sets it and
-    the last one out restores the previous setting. Without threadpoolctl (a dependency of
-    scikit-learn) nothing is limited.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._limiter: Any = None
-        self._controller: Any = None
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                self._limiter = self._limit()
-            self._users += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._limiter is not None:
-                self._limiter.restore_original_limits()
-                self._limiter = None
-
-    def _limit(self) -> Any:
-        try:
-            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
-        except ImportError:  # pragma: no cover - installed with scikit-learn
-            return None
-        if self._controller is None:
-            self._controller = ThreadpoolController()
-        return self._controller.limit(limits=1, user_api="blas")
-
-
-_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 @dataclass
@@ -396,7 +353,7 @@ class StoreIndex:
         # A first model against the background alone says where the margin lies, before any
         # store query, so both fetches (the query's neighbours, and the documents that model
         # ranks highest: the ones the full SVM has to see) can go in one request.
-        with _ONE_BLAS_THREAD:
+        with ONE_BLAS_THREAD:
             guess = problem.guess(sample_ids, sample)
         norm = float(np.linalg.norm(guess.w))
         extra = min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * guess.violators))
@@ -411,7 +368,7 @@ class StoreIndex:
             sample_ids,
             sample,
         )
-        with _ONE_BLAS_THREAD:
+        with ONE_BLAS_THREAD:
             model = problem.train(found)
             direction, offset, scores = problem.ranking(model, found.vectors, problem.knn)
         excluded = _named_rows(found, named)
