@@ -18,7 +18,7 @@ def _controller() -> Any:
 
 
 def blas_threads() -> int:
-    """How many threads numpy's BLAS runs on now (about 1 µs: the controller is cached)."""
+    """How many threads numpy's BLAS runs on now (a few µs: the controller is cached)."""
     libraries = _controller().select(user_api="blas").lib_controllers
     return max([library.num_threads for library in libraries], default=1)
 

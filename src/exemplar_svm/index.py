@@ -605,20 +605,20 @@ def _rankings(plans: Sequence[_Plan]) -> list[NDArray[Any]]:
         rankings[number] = solution[2]
     lda = [number for number, plan in enumerate(plans) if plan.problem and plan.lda]
     if lda:
-        # The seed is the first direction; a prior (center) does not enter it.
-        seeds = [first_directions(**_lda_arguments(plans[number].problem))[0] for number in lda]
-        products = corpus_products(plans[0].corpus.vectors, np.vstack(seeds))
+        directions = [_lda_direction(cast(dict[str, Any], plans[number].problem)) for number in lda]
+        products = corpus_products(plans[0].corpus.vectors, np.vstack(directions))
         for column, number in enumerate(lda):
             rankings[number] = products[:, column]
     assert all(ranking is not None for ranking in rankings)  # a plan without a problem: kNN
     return cast(list[NDArray[Any]], rankings)
 
 
-def _lda_arguments(problem: dict[str, Any] | None) -> dict[str, Any]:
-    """The arguments of :func:`first_directions` among a plan's solver arguments."""
-    assert problem is not None
-    names = ("positives", "corpus", "corpus_weights", "extra", "extra_weights", "stats")
-    return {name: problem[name] for name in (*names, "positive_weights")}
+def _lda_direction(problem: dict[str, Any]) -> NDArray[np.float64]:
+    """The exemplar LDA's direction for a plan's solver arguments: the solver's seed (neither
+    ``C`` nor a prior enters it)."""
+    arguments = {name: value for name, value in problem.items() if name not in ("C", "center")}
+    direction: NDArray[np.float64] = first_directions(**arguments)[0]
+    return direction
 
 
 def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
