@@ -234,7 +234,7 @@ class ExemplarIndex:
         corpus = self._corpus
         direction = as_matrix(vector, "vector", dim=self.dim, dtype=np.float32)[0]
         everything = np.ones(len(corpus.ids), dtype=bool)
-        rows = _top_k((corpus.vectors @ direction).astype(np.float64), everything, check_k(k))
+        rows = top_k((corpus.vectors @ direction).astype(np.float64), everything, check_k(k))
         return [corpus.ids[row] for row in rows], corpus.vectors[rows]
 
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
@@ -371,7 +371,7 @@ class ExemplarIndex:
             return [
                 [
                     Hit(corpus.ids[row], float(scores[row, column]), float(scores[row, column]))
-                    for row in _top_k(scores[:, column].astype(np.float64), everything, k)
+                    for row in top_k(scores[:, column].astype(np.float64), everything, k)
                 ]
                 for column in range(len(items))
             ]
@@ -557,7 +557,7 @@ def _plan(
     # At most half the candidates, so a small corpus keeps negatives to train against.
     feedback = min(feedback, int(candidates.sum()) // 2)
     if feedback and knn_scores is not None:
-        rows = _top_k(knn_scores.astype(np.float64), candidates, feedback)
+        rows = top_k(knn_scores.astype(np.float64), candidates, feedback)
         positive_set = np.vstack([positive_set, vectors[rows]])
         positive_weights = np.r_[positive_weights, np.full(len(rows), feedback_weight)]
         weights[rows] = 0.0
@@ -565,7 +565,7 @@ def _plan(
     unweighted = candidates & (weights > 0)
     hard_negatives = min(hard_negatives, int(unweighted.sum()) - 1)
     if hard_negatives > 0 and knn_scores is not None:
-        rows = _top_k(knn_scores.astype(np.float64), unweighted, hard_negatives)
+        rows = top_k(knn_scores.astype(np.float64), unweighted, hard_negatives)
         weights[rows] = hard_negative_weight
     center = None
     if prior:
@@ -627,7 +627,7 @@ def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
         scores = plan.hybrid_weight * _zscore(scores, plan.candidates) + (
             1 - plan.hybrid_weight
         ) * _zscore(plan.knn_scores, plan.candidates)
-    rows = _top_k(np.asarray(scores, dtype=np.float64), plan.candidates, k)
+    rows = top_k(np.asarray(scores, dtype=np.float64), plan.candidates, k)
     similarity = plan.corpus.vectors[rows] @ plan.query_direction  # only the hits: no extra pass
     return [
         Hit(id=plan.corpus.ids[row], score=float(scores[row]), similarity=float(cosine))
@@ -680,7 +680,7 @@ def _zscore(scores: NDArray[Any], mask: NDArray[np.bool_]) -> NDArray[np.float64
     return (values - float(selected.mean())) / (std if std > 0 else 1.0)
 
 
-def _top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDArray[np.intp]:
+def top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDArray[np.intp]:
     """Rows of the ``k`` best candidates, best first; ties go to the lower row, every run."""
     rows = np.flatnonzero(mask)
     values = scores[rows]

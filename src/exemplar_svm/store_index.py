@@ -57,6 +57,7 @@ from exemplar_svm.index import (
     check_search_options,
     direction_of,
     split_examples,
+    top_k,
 )
 from exemplar_svm.stores import METRICS, VectorStore, nearest_many
 
@@ -473,13 +474,8 @@ def _hits(
     k: int,
     query_direction: NDArray[F64],
 ) -> list[Hit]:
-    rows = np.flatnonzero(~excluded)
-    values = scores[rows]
-    if k < len(rows):
-        keep = values >= np.partition(values, len(values) - k)[len(values) - k]
-        rows, values = rows[keep], values[keep]
     # Ties go to the document fetched first: the same order every run.
-    order = rows[np.lexsort((rows, -values))][:k]
+    order = top_k(scores, ~excluded, k)
     similarity = corpus_products(found.vectors[order], np.atleast_2d(query_direction))[:, 0]
     return [
         Hit(found.ids[row], float(scores[row]), float(cosine))

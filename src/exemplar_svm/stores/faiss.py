@@ -103,16 +103,13 @@ class FaissStore:
         queries, sizes = check_many(vectors, k, self.index.d)
         if not sizes:
             return []
-        _, labels = self.index.search(queries, min(max(sizes), max(self.count(), 1)))
-        answers = []
-        for found, size in zip(labels, sizes, strict=True):
-            # FAISS pads with -1 when fewer than k documents are found.
-            kept: list[int] = found[:size][found[:size] >= 0].tolist()
-            answers.append((self._ids(kept), self._reconstruct(self._row(kept))))
-        return answers
+        return [
+            (self._ids(kept), self._reconstruct(self._row(kept)))
+            for kept in self._nearest_labels(queries, max(sizes), sizes)
+        ]
 
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
-        return [self._id(label) for label in self._search(vector, k)]
+        return self._ids(self._search(vector, k))
 
     def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
         n = self.count()
@@ -141,9 +138,19 @@ class FaissStore:
         query = as_matrix(vector, "vector", dim=self.index.d, dtype=np.float32)
         if query.shape[0] != 1:
             raise ValueError(f"pass one query vector, got {query.shape[0]}")
-        _, labels = self.index.search(query, min(check_k(k), max(self.count(), 1)))
+        size = check_k(k)
+        return self._nearest_labels(query, size, [size])[0]
+
+    def _nearest_labels(
+        self, queries: NDArray[np.float32], k: int, sizes: Sequence[int]
+    ) -> list[list[int]]:
+        """The labels of each query's ``sizes[i]`` nearest documents (one search for all)."""
+        _, labels = self.index.search(queries, min(k, max(self.count(), 1)))
         # FAISS pads with -1 when fewer than k documents are found.
-        return [int(label) for label in labels[0] if label >= 0]
+        return [
+            [int(label) for label in found[:size] if label >= 0]
+            for found, size in zip(labels, sizes, strict=True)
+        ]
 
     def _ids(self, labels: list[int]) -> list[str]:
         ids = self.ids

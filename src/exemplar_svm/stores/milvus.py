@@ -110,10 +110,7 @@ class MilvusStore:
         return int(rows[0]["count(*)"])
 
     def nearest(self, vector: ArrayLike, k: int) -> tuple[list[str], NDArray[np.float32]]:
-        hits = self._search(vector, k, [self.vector_field])
-        ids = [str(hit[self.id_field]) for hit in hits]
-        vectors = [hit["entity"][self.vector_field] for hit in hits]
-        return ids, self._vectors(vectors)
+        return self._answer(self._search(vector, k, [self.vector_field]))
 
     def nearest_many(
         self, vectors: ArrayLike, k: Sequence[int]
@@ -122,24 +119,8 @@ class MilvusStore:
         queries, sizes = check_many(vectors, k, self._dim)
         if not sizes:
             return []
-        results = self.client.search(
-            self.collection_name,
-            data=[row.tolist() for row in queries],
-            limit=min(max(sizes), _MAX_BATCH),
-            anns_field=self.vector_field,
-            output_fields=[self.vector_field],
-            search_params=self.search_params,
-        )
-        answers = []
-        for hits, size in zip(results, sizes, strict=True):
-            kept = list(hits)[:size]
-            answers.append(
-                (
-                    [str(hit[self.id_field]) for hit in kept],
-                    self._vectors([hit["entity"][self.vector_field] for hit in kept]),
-                )
-            )
-        return answers
+        results = self._request(queries, max(sizes), [self.vector_field])
+        return [self._answer(list(hits)[:size]) for hits, size in zip(results, sizes, strict=True)]
 
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
         return [str(hit[self.id_field]) for hit in self._search(vector, k, [])]
@@ -201,15 +182,23 @@ class MilvusStore:
         query = as_matrix(vector, "vector", dim=self._dim, dtype=np.float32)
         if query.shape[0] != 1:
             raise ValueError(f"pass one query vector, got {query.shape[0]}")
-        results = self.client.search(
+        return list(self._request(query, check_k(k), output_fields)[0])
+
+    def _request(self, queries: NDArray[np.float32], k: int, output_fields: list[str]) -> Any:
+        """One search request for every row of ``queries`` (at most Milvus's cap each)."""
+        return self.client.search(
             self.collection_name,
-            data=[query[0].tolist()],
-            limit=min(check_k(k), _MAX_BATCH),
+            data=[row.tolist() for row in queries],
+            limit=min(k, _MAX_BATCH),
             anns_field=self.vector_field,
             output_fields=output_fields,
             search_params=self.search_params,
         )
-        return list(results[0])
+
+    def _answer(self, hits: Sequence[Any]) -> tuple[list[str], NDArray[np.float32]]:
+        """The ids and vectors of a search's hits."""
+        ids = [str(hit[self.id_field]) for hit in hits]
+        return ids, self._vectors([hit["entity"][self.vector_field] for hit in hits])
 
     def _key(self, item: str) -> str | int:
         if not self._int_ids:
