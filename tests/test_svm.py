@@ -214,6 +214,9 @@ def test_solver_reports_what_it_did(rows: int, C: float, gathered: bool) -> None
         C,
     )
     assert info.rounds >= 1 and info.support_vectors <= info.working_set
+    # Each restricted solve computes one exact gradient more than the directions it adds.
+    assert len(info.gradients) == info.directions + info.rounds
+    assert info.gradients[-1] < info.gradients[0]
     if gathered:  # a seed pass, then one pass per round to verify (and score)
         assert info.passes == info.rounds + 1 and info.working_set < len(corpus) - 1
     else:  # a seed pass, a gradient per subspace and the outputs of each new direction

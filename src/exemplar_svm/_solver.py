@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -117,6 +117,7 @@ class SolveInfo:
     passes: int = 0  # passes over the whole corpus
     working_set: int = 0
     support_vectors: int = 0
+    gradients: list[float] = field(default_factory=list)  # each exact gradient's norm, in order
 
 
 # coef, intercept, every corpus row's score, and how the solve went.
@@ -595,6 +596,7 @@ def _minimise(
         out = out + known @ delta
         gradient = w - center + 2 * rows.back(_residual(out, y, k), info)
         norm = float(np.linalg.norm(gradient))
+        info.gradients.append(norm)
         # Float32 sums cannot certify a gradient below their rounding: stop once it has not
         # reached a new low for a while.
         stalled = 0 if norm < best else stalled + 1
