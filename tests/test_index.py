@@ -405,7 +405,7 @@ def test_add_while_searching_from_other_threads() -> None:
 def test_solver_statistics_are_kept_current_and_saved(tmp_path: Path) -> None:
     data = clustered(300, 12, seed=8)
     index = ExemplarIndex(data[:200])
-    index.search(data[0], k=3)  # computes the second moment used to seed the solver
+    index.search(data[0], k=3, mode="svm")  # computes the second moment that seeds the solver
     index.add(data[200:], ids=[f"new{i}" for i in range(100)])
     stats = index._corpus.stats
     assert stats.gram is not None and stats.count == 300
@@ -512,7 +512,15 @@ def test_feedback_documents_are_weighted_positives_that_stay_in_the_results() ->
     data = clustered(300, 16, seed=15)
     index = ExemplarIndex(data[1:])
     query = data[0] / np.linalg.norm(data[0])
-    hits = index.search(query, k=299, mode="svm", C=0.1, feedback=4, feedback_weight=0.25)
+    hits = index.search(
+        query,
+        k=299,
+        mode="svm",
+        C=0.1,
+        feedback=4,
+        feedback_weight=0.25,
+        feedback_threshold=0,
+    )
     top = np.argsort(-(index.vectors @ query), kind="stable")[:4]
     weights = np.ones(299)
     weights[top] = 0.0
@@ -613,3 +621,101 @@ def test_prior_direction_contrast_uses_the_corpus_mean() -> None:
         index.search(data[0], prior_direction="sideways")
     with pytest.raises(ValueError, match="hard_negative_weight must be a finite number >= 0"):
         index.search(data[0], hard_negatives=3, hard_negative_weight=-1)
+
+
+# -- dense pseudo-relevance feedback, "auto", and negatives that only demote --------------------
+
+
+def test_prf_is_knn_after_moving_the_query_towards_its_nearest_documents() -> None:
+    data = clustered(400, 16, seed=21)
+    index = ExemplarIndex(data[1:])
+    vectors = index.vectors.astype(np.float64)
+    query = data[0] / np.linalg.norm(data[0])
+    # Classic dense PRF: q + beta * mean(top m), equal weights (feedback_threshold=0).
+    hits = index.search(query, k=50, mode="prf", feedback=5, feedback_threshold=0, prf_weight=1.5)
+    top = np.argsort(-(vectors @ query), kind="stable")[:5]
+    moved = query + 1.5 * vectors[top].mean(axis=0)
+    expected = np.argsort(-(vectors @ moved), kind="stable")[:50]
+    assert order(hits) == [str(row) for row in expected]
+    assert [hit.score for hit in hits] == pytest.approx(
+        list(vectors[expected] @ (moved / np.linalg.norm(moved))), abs=1e-5
+    )
+    # prf_weight=0 is kNN.
+    assert order(index.search(query, k=20, mode="prf", prf_weight=0)) == order(
+        index.search(query, k=20, mode="knn")
+    )
+
+
+def test_adaptive_feedback_takes_the_documents_far_above_the_corpus() -> None:
+    from exemplar_svm.index import _feedback
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(0, 0.05, size=1000)
+    scores[:12] = 0.9  # twelve clear neighbours, far above the rest
+    everything = np.ones(1000, dtype=bool)
+    rows, weights = _feedback(scores, everything, 50, 4.0)
+    assert sorted(rows.tolist()) == list(range(12))
+    assert weights.sum() == pytest.approx(1.0) and (weights > 0).all()
+    rows, _ = _feedback(scores, everything, 5, 4.0)  # at most `feedback`
+    assert len(rows) == 5
+    flat = rng.normal(0, 0.05, size=1000)  # no clear neighbour: the minimum of 3
+    assert len(_feedback(flat, everything, 50, 4.0)[0]) == 3
+    rows, weights = _feedback(flat, everything, 7, 0.0)  # threshold 0: exactly 7, equal
+    assert len(rows) == 7 and np.allclose(weights, 1 / 7)
+
+
+def test_auto_is_prf_for_a_query_and_hybrid_with_positives() -> None:
+    data = clustered(300, 16, seed=22)
+    index = ExemplarIndex(data)
+    query = data[0] + 0.1 * data[1]
+    assert order(index.search(query, k=20)) == order(index.search(query, k=20, mode="prf"))
+    with_negative = index.search(query, k=20, negatives=["7"])
+    assert order(with_negative) == order(index.search(query, k=20, mode="prf", negatives=["7"]))
+    with_positive = index.search(query, k=20, positives=["5"])
+    assert order(with_positive) == order(index.search(query, k=20, mode="hybrid", positives=["5"]))
+
+
+@pytest.mark.parametrize("mode", ["knn", "prf", "svm", "hybrid", "lda"])
+def test_named_negatives_only_demote(mode: str) -> None:
+    data = clustered(300, 16, seed=23)
+    index = ExemplarIndex(data)
+    query = data[0] + 0.05 * data[1]
+    negative = data[2]
+    plain = {hit.id: hit.score for hit in index.search(query, k=300, mode=mode, demote=0)}
+    demoted = index.search(query, k=300, mode=mode, negatives=[negative], demote=1)
+    vectors = index.vectors.astype(np.float64)
+    centroid = query / np.linalg.norm(query)
+    unit = negative / np.linalg.norm(negative)
+    for hit in demoted:
+        row = int(hit.id)
+        if mode in ("knn", "prf"):  # the ranking itself does not use the negative
+            if vectors[row] @ unit <= vectors[row] @ centroid:
+                assert hit.score == pytest.approx(plain[hit.id], abs=1e-6)
+            else:
+                assert hit.score < plain[hit.id]
+    # The document the negative was taken from falls out of the top 10.
+    assert "2" not in order(demoted[:10])
+
+
+def test_a_counter_example_does_not_outweigh_the_query_on_a_small_corpus() -> None:
+    # Three documents near the query, one near the counter-example, and one opposite to it,
+    # unrelated to the query: the counter-example must not lift that one above the others.
+    rng = np.random.default_rng(5)
+    base = np.linalg.qr(rng.normal(size=(16, 16)))[0]
+    topic, other, unrelated = base[0], base[1], base[2]
+    docs = np.vstack(
+        [
+            topic + 0.3 * other,  # near the counter-example, still on topic
+            topic + 0.1 * base[3],
+            topic + 0.1 * base[4],
+            topic + 0.1 * base[5],
+            unrelated - 0.6 * other,  # unlike the counter-example, off topic
+            unrelated + 0.1 * base[6],
+        ]
+    )
+    index = ExemplarIndex(docs, ids=["near-neg", "a", "b", "c", "opposite", "off"])
+    negative = other + 0.2 * topic
+    for mode in ("auto", "knn", "prf", "svm", "hybrid"):
+        hits = index.search(topic, k=4, mode=mode, negatives=[negative])
+        assert set(order(hits)[:3]) == {"a", "b", "c"}, mode
+        assert "opposite" not in order(hits)[:3], mode

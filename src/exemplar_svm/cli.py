@@ -29,11 +29,14 @@ from exemplar_svm.evaluation import (
     FEEDBACK_METHODS,
     PROTOCOLS,
     SPLITS,
+    TUNED_PRF,
     Report,
     evaluate,
     has_embeddings,
     load_dataset,
+    prf_method,
     summary_markdown,
+    tune_prf,
 )
 from exemplar_svm.index import (
     DEFAULT_C,
@@ -86,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=MODES,
         default=DEFAULT_MODE,
-        help="ranking: 'svm' = exemplar SVM, 'knn' = cosine similarity, 'hybrid' = mean of the "
-        "z-scored SVM and kNN scores, 'lda' = exemplar LDA (a fast approximation of the SVM) "
-        f"(default: {DEFAULT_MODE})",
+        help="ranking: 'auto' = 'prf' for a query alone, 'hybrid' with --positive examples; "
+        "'prf' = kNN after moving the query towards its nearest documents (dense "
+        "pseudo-relevance feedback); 'svm' = exemplar SVM; 'knn' = cosine similarity; "
+        "'hybrid' = mean of the z-scored SVM and PRF scores; 'lda' = exemplar LDA (a fast "
+        f"approximation of the SVM) (default: {DEFAULT_MODE})",
     )
     search.add_argument(
         "--compare",
@@ -386,10 +391,16 @@ def _eval(args: argparse.Namespace) -> int:
             n_queries=args.queries or None,
             seed=args.seed,
         )
+        chosen = methods
+        if args.protocol == "query" and not args.method:
+            # The strongest cheap baseline: dense PRF with m and beta chosen on the tune half.
+            m, beta = tune_prf(dataset)
+            chosen = _with_tuned_prf(methods, prf_method(m, beta))
+            print(f"{dataset.name}: {TUNED_PRF} = m={m}, beta={beta:g} (on the tune half)")
         reports.append(
             evaluate(
                 dataset,
-                methods,
+                chosen,
                 baseline=args.baseline,
                 split=args.split,
                 protocol=args.protocol,
@@ -408,6 +419,16 @@ def _eval(args: argparse.Namespace) -> int:
         if len(reports) > 1:
             print("\n" + summary_markdown(reports))
     return 0
+
+
+def _with_tuned_prf(
+    methods: dict[str, dict[str, Any]], options: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """``methods`` with the tuned dense PRF right after the other baselines."""
+    names = list(methods)
+    at = next((i + 1 for i, name in enumerate(names) if name.startswith("dense prf")), 1)
+    items = list(methods.items())
+    return dict([*items[:at], (TUNED_PRF, options), *items[at:]])
 
 
 def _parse_methods(items: list[str]) -> dict[str, dict[str, Any]]:

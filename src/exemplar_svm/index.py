@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -31,56 +30,71 @@ from exemplar_svm._files import read_versioned_json, write_atomic
 from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve_many
 from exemplar_svm.stores import Metric
 
-Mode = Literal["svm", "knn", "hybrid", "lda"]
+Mode = Literal["auto", "prf", "svm", "knn", "hybrid", "lda"]
 PriorDirection = Literal["query", "contrast"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 #: Examples for :meth:`ExemplarIndex.search`: corpus ids, vectors, or a mix of both.
 Examples = Union[str, ArrayLike, Sequence[Union[str, ArrayLike]], None]  # noqa: UP007
 
-#: Defaults of :meth:`ExemplarIndex.search`, shared by the framework adapters. Chosen on half of
-#: the queries of the shared datasets and checked on the other half (see the README's Quality
-#: section): the hybrid of kNN and an SVM with pseudo-relevance feedback ranks at least as well
-#: as kNN on every set and metric measured, and counter-examples, when given, count strongly.
-DEFAULT_MODE: Mode = "hybrid"
-DEFAULT_C = 0.01
+#: Defaults of :meth:`ExemplarIndex.search`, shared by the framework adapters. Chosen on the tune
+#: half of the shared datasets' queries and reported on the other half (see docs/quality.md):
+#: ``"auto"`` ranks a query alone by adaptive dense pseudo-relevance feedback (``"prf"``, about
+#: twice the cost of kNN) and a query with examples by the hybrid of that ranking and an
+#: exemplar SVM trained on the examples and the feedback documents.
+DEFAULT_MODE: Mode = "auto"
+DEFAULT_C = 0.003
 DEFAULT_NEGATIVE_WEIGHT = 1000.0
 DEFAULT_PRIOR = 0.0
-DEFAULT_FEEDBACK = 5
+DEFAULT_FEEDBACK = 50
+DEFAULT_FEEDBACK_THRESHOLD = 4.0
 DEFAULT_FEEDBACK_WEIGHT = 0.5
-DEFAULT_HYBRID_WEIGHT = 0.3
-DEFAULT_ROCCHIO = 1.0
+DEFAULT_PRF_WEIGHT = 2.0
+DEFAULT_HYBRID_WEIGHT = 0.7
+DEFAULT_ROCCHIO = 0.0
+DEFAULT_DEMOTE = 0.25
 
-#: The ranking options of :meth:`ExemplarIndex.search` (everything but the query, ``k`` and the
-#: examples), as the framework adapters pass them through.
-SEARCH_OPTIONS: tuple[str, ...] = (
-    "mode",
-    "C",
-    "negative_weight",
-    "prior",
-    "prior_direction",
-    "feedback",
-    "feedback_weight",
-    "hard_negatives",
-    "hard_negative_weight",
-    "hybrid_weight",
-    "rocchio",
-)
+#: Every ranking option of :meth:`ExemplarIndex.search` (everything but the query, ``k`` and the
+#: examples) with its default, as the framework adapters pass them through.
+SEARCH_DEFAULTS: dict[str, Any] = {
+    "mode": DEFAULT_MODE,
+    "C": DEFAULT_C,
+    "negative_weight": DEFAULT_NEGATIVE_WEIGHT,
+    "prior": DEFAULT_PRIOR,
+    "prior_direction": "query",
+    "feedback": DEFAULT_FEEDBACK,
+    "feedback_threshold": DEFAULT_FEEDBACK_THRESHOLD,
+    "feedback_weight": DEFAULT_FEEDBACK_WEIGHT,
+    "prf_weight": DEFAULT_PRF_WEIGHT,
+    "hard_negatives": 0,
+    "hard_negative_weight": 0.0,
+    "hybrid_weight": DEFAULT_HYBRID_WEIGHT,
+    "rocchio": DEFAULT_ROCCHIO,
+    "demote": DEFAULT_DEMOTE,
+}
+SEARCH_OPTIONS: tuple[str, ...] = tuple(SEARCH_DEFAULTS)
 
 # At most this many queries of a batch share their passes over the corpus (each holds a few
 # arrays over all rows meanwhile).
 _BATCH_GROUP = 8
+
+# Pseudo-relevance feedback always takes at least this many documents (fewer only when
+# ``feedback`` says so), so a query whose neighbours are all alike still gets some.
+_MIN_FEEDBACK = 3
 
 _OPTION_CHECKS: dict[str, Any] = {
     "C": check_positive,
     "negative_weight": check_positive,
     "prior": check_nonnegative,
     "feedback": check_count,
+    "feedback_threshold": check_nonnegative,
     "feedback_weight": check_positive,
+    "prf_weight": check_nonnegative,
     "hard_negatives": check_count,
     "hard_negative_weight": check_nonnegative,
     "hybrid_weight": check_fraction,
     "rocchio": check_nonnegative,
+    "demote": check_nonnegative,
 }
 
 
@@ -91,6 +105,7 @@ def check_search_options(
 
     Raises ``ValueError`` for an unknown name or a bad value, naming it. ``own`` are options a
     caller (a framework adapter) takes as arguments of its own, so they are refused here.
+    ``None`` values are dropped (they mean "the default").
     """
     taken = sorted(set(own) & set(options))
     if taken:
@@ -103,7 +118,7 @@ def check_search_options(
             f"unknown search option(s) {', '.join(map(repr, unknown))}; "
             f"the options are {', '.join(SEARCH_OPTIONS)}"
         )
-    checked = dict(options)
+    checked = {name: value for name, value in options.items() if value is not None}
     if "mode" in checked and checked["mode"] not in MODES:
         raise ValueError(f"unknown mode {checked['mode']!r}; choose one of {', '.join(MODES)}")
     direction = checked.get("prior_direction", "query")
@@ -113,6 +128,14 @@ def check_search_options(
         if name in checked:
             checked[name] = check(checked[name], name)
     return checked
+
+
+def resolve_options(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Every search option: the defaults, overridden by each layer in turn (``None`` skipped)."""
+    resolved = dict(SEARCH_DEFAULTS)
+    for layer in layers:
+        resolved.update(check_search_options(layer))
+    return resolved
 
 
 FORMAT = "exemplar-svm-index"
@@ -171,6 +194,13 @@ class ExemplarIndex:
         matrix = unit_rows(as_matrix(vectors, "vectors", dtype=np.float32), "vectors")
         id_list = [str(i) for i in range(len(matrix))] if ids is None else list(ids)
         self._corpus = _Corpus.build(matrix, id_list)
+        self._settings: dict[str, Any] = {}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The ranking options :meth:`search` uses where the caller passes none (a copy):
+        those :meth:`calibrate` chose, else empty (the library's defaults apply)."""
+        return dict(self._settings)
 
     # -- corpus ------------------------------------------------------------------------------
 
@@ -260,21 +290,27 @@ class ExemplarIndex:
         query: ArrayLike,
         k: int = 10,
         *,
-        mode: Mode = DEFAULT_MODE,
+        mode: Mode | None = None,
         positives: Examples = None,
         negatives: Examples = None,
-        C: float = DEFAULT_C,
-        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
-        prior: float = DEFAULT_PRIOR,
-        feedback: int = DEFAULT_FEEDBACK,
-        feedback_weight: float = DEFAULT_FEEDBACK_WEIGHT,
-        hybrid_weight: float = DEFAULT_HYBRID_WEIGHT,
-        rocchio: float = DEFAULT_ROCCHIO,
-        prior_direction: PriorDirection = "query",
-        hard_negatives: int = 0,
-        hard_negative_weight: float = 0.0,
+        C: float | None = None,
+        negative_weight: float | None = None,
+        prior: float | None = None,
+        feedback: int | None = None,
+        feedback_threshold: float | None = None,
+        feedback_weight: float | None = None,
+        prf_weight: float | None = None,
+        hybrid_weight: float | None = None,
+        rocchio: float | None = None,
+        demote: float | None = None,
+        prior_direction: PriorDirection | None = None,
+        hard_negatives: int | None = None,
+        hard_negative_weight: float | None = None,
     ) -> list[Hit]:
         """Rank the corpus for ``query`` and return the best ``k`` documents, best first.
+
+        Every ranking option left at ``None`` takes the index's calibrated setting (see
+        :meth:`calibrate`), else the library's default (:data:`SEARCH_DEFAULTS`).
 
         Parameters
         ----------
@@ -282,49 +318,68 @@ class ExemplarIndex:
             The query embedding, or several (their shared concept is searched for).
         k : int, default=10
             How many hits; the whole remaining corpus if it holds fewer.
-        mode : {"svm", "knn", "hybrid", "lda"}
-            ``"svm"`` ranks by an exemplar SVM trained with the query and ``positives`` as
-            positives and every other corpus document as a negative. ``"knn"`` ranks by cosine
-            similarity to the normalised mean of the query and positive vectors (the centroid).
-            ``"hybrid"`` ranks by a weighted mean of the z-scored SVM and kNN scores over the
-            candidate documents. ``"lda"`` is a fast approximation of ``"svm"``, the exemplar
-            LDA (Hariharan et al., 2012): it ranks by the difference between the positives' and
-            the negatives' means, whitened by the corpus's covariance (the SVM's starting
-            point), at about the cost of kNN; ``C``, ``prior`` and ``hybrid_weight`` do not
-            apply. On the shared datasets its top 10 shares 8 to 9 documents with the exact
-            SVM's (see the README's Speed section).
+        mode : {"auto", "prf", "svm", "knn", "hybrid", "lda"}, default="auto"
+            ``"auto"`` is ``"prf"`` for a query alone (or with negatives only) and ``"hybrid"``
+            when positives are given: the combination that ranked best on the shared datasets
+            in each case. ``"prf"`` is dense pseudo-relevance feedback: kNN with the query
+            moved towards its nearest documents (``q + prf_weight * weighted mean of the
+            feedback documents``). ``"svm"`` ranks by an exemplar SVM trained with the query,
+            ``positives`` and the feedback documents as positives and every other corpus
+            document as a negative. ``"knn"`` ranks by cosine similarity to the normalised mean
+            of the query and positive vectors (the centroid). ``"hybrid"`` ranks by a weighted
+            mean of the z-scored SVM and ``"prf"`` scores (plain kNN scores when
+            ``prf_weight=0``) over the candidate documents. ``"lda"`` is a fast approximation
+            of ``"svm"``, the exemplar LDA (Hariharan et al., 2012): the difference between the
+            positives' and the negatives' means, whitened by the corpus's covariance, at about
+            the cost of kNN; ``C``, ``prior`` and ``hybrid_weight`` do not apply.
         positives, negatives : str, vector, or sequence of them, optional
             Extra examples, as corpus ids or vectors. Corpus documents named here are left out
             of the results.
-        C : float
+        C : float, default=0.003
             The SVM's loss weight (see :func:`exemplar_svm.fit`); ``C -> 0`` ranks like the
             mean difference between the positives and the corpus.
-        negative_weight : float
-            How many anonymous corpus rows one named negative counts for in the SVM's loss.
-        prior : float
+        negative_weight : float, default=1000
+            How many anonymous corpus rows one named negative counts for in the SVM's loss
+            (at most as many as make all named negatives together half the corpus).
+        prior : float, default=0
             The text hint: the SVM's weight vector is kept near ``prior`` times the kNN
             direction (the objective regularises ``|w - prior * q|^2`` instead of ``|w|^2``).
-            ``0`` is the plain exemplar SVM; with ``prior > 0`` and ``C -> 0`` it ranks like kNN.
-        feedback : int
-            Pseudo-relevance feedback: the top ``feedback`` kNN documents (at most half of the
-            candidates) join the SVM's positives; they stay in the results.
-        feedback_weight : float
-            Weight of each feedback document as a positive, relative to the query's 1.
-        hybrid_weight : float
-            Weight of the SVM's z-score in ``"hybrid"`` (the kNN z-score gets the rest).
-        prior_direction : {"query", "contrast"}
+        feedback : int, default=50
+            Pseudo-relevance feedback: at most this many of the nearest documents (by kNN, at
+            most half of the candidates) are taken as feedback. They move the query in
+            ``"prf"`` and join the SVM's positives in the SVM modes; they stay in the results.
+            0 turns feedback off.
+        feedback_threshold : float, default=4
+            The feedback documents are the nearest ones whose kNN score is at least this many
+            standard deviations above the corpus mean (at least 3 of them, at most
+            ``feedback``), each weighted by its excess over the threshold plus 0.5 (at least
+            0.1) in ``"prf"``: a query with many close neighbours takes many. ``0`` takes
+            exactly ``feedback`` documents, equally weighted (the classic dense PRF).
+        feedback_weight : float, default=0.5
+            Weight of each feedback document as a positive of the SVM, relative to the
+            query's 1.
+        prf_weight : float, default=2
+            How far ``"prf"`` (and the kNN side of ``"hybrid"``) moves the query towards the
+            feedback documents' weighted mean; 0 is plain kNN.
+        hybrid_weight : float, default=0.7
+            Weight of the SVM's z-score in ``"hybrid"`` (the kNN side gets the rest).
+        rocchio : float, default=0
+            For the kNN ranking: subtract this many times the centroid of the named negatives
+            from the centroid of the positives (Rocchio's relevance feedback). Off by default:
+            subtracting a direction also lifts the documents unlike the negatives.
+        demote : float, default=0.25
+            Named negatives only ever push documents down: a document more similar (by cosine)
+            to one of them than to the positives' centroid loses ``demote`` times the excess,
+            in the units of the mode's score. Documents unlike every negative keep their score.
+        prior_direction : {"query", "contrast"}, default="query"
             Where ``prior`` points: the kNN direction (the positives' centre), or the contrast
             between the positives' centre and the corpus mean.
-        hard_negatives : int
+        hard_negatives : int, default=0
             How many of the nearest documents after the feedback ones (by kNN) get
             ``hard_negative_weight`` as negatives instead of 1.
-        hard_negative_weight : float
+        hard_negative_weight : float, default=0
             Their weight: 0 leaves them out of the negatives (likely relevant, so unlabeled),
             above 1 makes them count more (hard negatives).
-        rocchio : float
-            For the kNN ranking (``"knn"``, and the kNN half of ``"hybrid"``): subtract this many
-            times the centroid of the named negatives from the centroid of the positives
-            (Rocchio's relevance feedback); 0 ignores negatives.
 
         Returns
         -------
@@ -333,8 +388,10 @@ class ExemplarIndex:
         k = check_k(k)
         # Every ranking option is a parameter of this method, named as in SEARCH_OPTIONS.
         arguments = locals()
-        checked = check_search_options({name: arguments[name] for name in SEARCH_OPTIONS})
-        plan = _plan(self._corpus, query, mode, positives, negatives, checked)
+        checked = resolve_options(
+            self._settings, {name: arguments[name] for name in SEARCH_OPTIONS}
+        )
+        plan = _plan(self._corpus, query, positives, negatives, checked)
         if plan is None:
             return []
         return _finish(plan, _rankings([plan])[0], k)
@@ -344,7 +401,7 @@ class ExemplarIndex:
         queries: Sequence[ArrayLike],
         k: int = 10,
         *,
-        mode: Mode = DEFAULT_MODE,
+        mode: Mode | None = None,
         **options: Any,
     ) -> list[list[Hit]]:
         """Search for many queries at once: one list of hits per query, in order.
@@ -362,9 +419,14 @@ class ExemplarIndex:
         k = check_k(k)
         options = dict(options)
         positives, negatives = options.pop("positives", None), options.pop("negatives", None)
-        checked = check_search_options({**_SEARCH_DEFAULTS, **options, "mode": mode})
+        checked = resolve_options(self._settings, {**options, "mode": mode})
         plain = all(examples is None or len(examples) == 0 for examples in (positives, negatives))
-        if mode == "knn" and plain and items and all(np.ndim(item) == 1 for item in items):
+        if (
+            checked["mode"] == "knn"
+            and plain
+            and items
+            and all(np.ndim(item) == 1 for item in items)
+        ):
             matrix = unit_rows(as_matrix(np.vstack(items), "queries", dim=self.dim), "queries")
             scores = corpus.vectors @ matrix.T.astype(np.float32)
             everything = np.ones(len(corpus.vectors), dtype=bool)
@@ -377,7 +439,7 @@ class ExemplarIndex:
             ]
 
         def answer(group: list[ArrayLike]) -> list[list[Hit]]:
-            plans = [_plan(corpus, item, mode, positives, negatives, checked) for item in group]
+            plans = [_plan(corpus, item, positives, negatives, checked) for item in group]
             rankings = iter(_rankings([plan for plan in plans if plan is not None]))
             return [[] if plan is None else _finish(plan, next(rankings), k) for plan in plans]
 
@@ -417,6 +479,8 @@ class ExemplarIndex:
             "sha256": digest,
             "ids": list(corpus.ids),
         }
+        if self._settings:
+            manifest["settings"] = self._settings
         if corpus.stats.gram is not None:
             gram_name, gram_digest = _write_array(folder, "second-moment", corpus.stats.gram)
             manifest["second_moment"] = {"file": gram_name, "sha256": gram_digest}
@@ -448,8 +512,16 @@ class ExemplarIndex:
             stats.gram = _read_array(
                 folder, saved.get("file"), saved.get("sha256"), np.float64, (dim, dim)
             )
+        settings = manifest.get("settings", {})
+        try:
+            if not isinstance(settings, dict):
+                raise ValueError("not a mapping")
+            settings = check_search_options(settings)
+        except ValueError as exc:
+            raise ValueError(f"{folder / MANIFEST} is corrupt: bad 'settings' ({exc})") from None
         index = cls.__new__(cls)
         index._corpus = _Corpus.build(vectors, ids, stats)
+        index._settings = settings
         return index
 
     def __repr__(self) -> str:
@@ -489,13 +561,6 @@ class _Corpus:
         return sorted({self.row(item, name) for item in ids}), vectors
 
 
-_SEARCH_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(ExemplarIndex.search).parameters.items()
-    if name in SEARCH_OPTIONS
-}
-
-
 @dataclass(frozen=True)
 class _Plan:
     """One search up to the SVM's solve: what to rank, and the solver's arguments."""
@@ -503,16 +568,20 @@ class _Plan:
     corpus: _Corpus
     candidates: NDArray[np.bool_]  # the rows a hit may be
     query_direction: NDArray[np.float32]
-    knn_scores: NDArray[Any] | None
+    knn_scores: NDArray[Any] | None  # the kNN side: kNN or PRF scores
     problem: dict[str, Any] | None  # solve's arguments (None: rank by knn_scores)
     hybrid_weight: float | None  # mix with the kNN z-scores ("hybrid")
     lda: bool = False  # rank by the problem's exemplar LDA, not its SVM
+    # How far each row is more like a named negative than like the positives (cosine), and
+    # how strongly that demotes it; None without negatives.
+    excess: NDArray[np.float64] | None = None
+    demote: float = 0.0
+    positive_scores: NDArray[Any] | None = None  # cosine to the positives' centroid
 
 
 def _plan(
     corpus: _Corpus,
     query: ArrayLike,
-    mode: Mode,
     positives: Examples,
     negatives: Examples,
     checked: dict[str, Any],
@@ -523,6 +592,7 @@ def _plan(
     hard_negatives = checked["hard_negatives"]
     hard_negative_weight = checked["hard_negative_weight"]
     hybrid_weight, rocchio = checked["hybrid_weight"], checked["rocchio"]
+    prf_weight = checked["prf_weight"]
     queries = unit_rows(as_matrix(query, "query", dim=corpus.vectors.shape[1]), "query")
     pos_rows, pos_vectors = corpus.examples(positives, "positives")
     neg_rows, neg_vectors = corpus.examples(negatives, "negatives")
@@ -530,6 +600,9 @@ def _plan(
     if both:
         clash = corpus.ids[min(both)]
         raise ValueError(f"document {clash!r} is named both as a positive and a negative")
+    mode = checked["mode"]
+    if mode == "auto":
+        mode = "hybrid" if pos_rows or len(pos_vectors) else "prf"
 
     vectors = corpus.vectors
     candidates = np.ones(len(vectors), dtype=bool)
@@ -540,31 +613,48 @@ def _plan(
     query_direction = direction_of(queries).astype(np.float32)
     positive_set = np.vstack([queries, pos_vectors, vectors[pos_rows]])
     centroid = direction_of(positive_set)
-    knn_direction = centroid
     negative_set = np.vstack([neg_vectors, vectors[neg_rows]])
+    knn_direction = centroid
     if rocchio and len(negative_set):
         knn_direction = direction_of((centroid - rocchio * negative_set.mean(axis=0))[np.newaxis])
-    knn_scores: NDArray[Any] | None = None
-    if mode == "hybrid" or feedback or hard_negatives or mode == "knn":
-        knn_scores = vectors @ knn_direction.astype(np.float32)
-    if mode == "knn":
-        return _Plan(corpus, candidates, query_direction, knn_scores, None, None)
-    # Every corpus row that is not a positive is a negative; named ones weigh more.
+    # One pass gives the kNN scores and every negative's similarities (for the demotion).
+    directions = np.vstack([knn_direction, centroid, negative_set]).astype(np.float32)
+    products = vectors @ directions.T
+    knn_scores: NDArray[Any] = products[:, 0]
+    positive_scores = products[:, 1]
+    excess = None
+    if len(negative_set) and checked["demote"]:
+        excess = np.maximum(products[:, 2:].max(axis=1) - positive_scores, 0.0).astype(np.float64)
+    demotion = {"excess": excess, "demote": checked["demote"], "positive_scores": positive_scores}
+    # At most half the candidates, so a small corpus keeps negatives to train against.
+    feedback = min(feedback, int(candidates.sum()) // 2)
+    feedback_rows, feedback_weights = _feedback(
+        knn_scores, candidates, feedback, checked["feedback_threshold"]
+    )
+    kind_scores = knn_scores
+    if mode in ("prf", "hybrid") and prf_weight and len(feedback_rows):
+        moved = knn_direction + prf_weight * (feedback_weights @ vectors[feedback_rows])
+        kind_scores = vectors @ direction_of(moved[np.newaxis]).astype(np.float32)
+    if mode in ("knn", "prf"):
+        return _Plan(corpus, candidates, query_direction, kind_scores, None, None, **demotion)
+    # Every corpus row that is not a positive is a negative; named ones weigh more, but all of
+    # them together at most half as much as the corpus, so that on a small corpus they cannot
+    # outweigh the query and lift what is merely unlike them.
+    named = len(neg_rows) + len(neg_vectors)
+    if named:
+        negative_weight = min(negative_weight, max(1.0, len(vectors) / (2 * named)))
     weights = np.ones(len(vectors))
     weights[neg_rows] = negative_weight
     weights[pos_rows] = 0.0
     positive_weights = np.ones(len(positive_set))
-    # At most half the candidates, so a small corpus keeps negatives to train against.
-    feedback = min(feedback, int(candidates.sum()) // 2)
-    if feedback and knn_scores is not None:
-        rows = top_k(knn_scores.astype(np.float64), candidates, feedback)
-        positive_set = np.vstack([positive_set, vectors[rows]])
-        positive_weights = np.r_[positive_weights, np.full(len(rows), feedback_weight)]
-        weights[rows] = 0.0
+    if len(feedback_rows):
+        positive_set = np.vstack([positive_set, vectors[feedback_rows]])
+        positive_weights = np.r_[positive_weights, np.full(len(feedback_rows), feedback_weight)]
+        weights[feedback_rows] = 0.0
     # The nearest documents after the feedback ones, keeping at least one negative.
     unweighted = candidates & (weights > 0)
     hard_negatives = min(hard_negatives, int(unweighted.sum()) - 1)
-    if hard_negatives > 0 and knn_scores is not None:
+    if hard_negatives > 0:
         rows = top_k(knn_scores.astype(np.float64), unweighted, hard_negatives)
         weights[rows] = hard_negative_weight
     center = None
@@ -587,8 +677,39 @@ def _plan(
     }
     weight = hybrid_weight if mode == "hybrid" else None
     return _Plan(
-        corpus, candidates, query_direction, knn_scores, problem, weight, lda=mode == "lda"
+        corpus,
+        candidates,
+        query_direction,
+        kind_scores,
+        problem,
+        weight,
+        lda=mode == "lda",
+        **demotion,
     )
+
+
+def _feedback(
+    scores: NDArray[Any], candidates: NDArray[np.bool_], most: int, threshold: float
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """The pseudo-relevance-feedback rows (best first) and their weights, summing to 1.
+
+    With ``threshold > 0``: the nearest candidates whose score's z-score over the candidates
+    is at least ``threshold`` (at least ``_MIN_FEEDBACK``, at most ``most``), each weighted by
+    its z-score's excess over the threshold plus 0.5, at least 0.1. With ``threshold == 0``:
+    the ``most`` nearest, equally weighted.
+    """
+    if most <= 0:
+        return np.empty(0, dtype=np.intp), np.empty(0)
+    rows = top_k(np.asarray(scores, dtype=np.float64), candidates, most)
+    if not threshold:
+        return rows, np.full(len(rows), 1.0 / len(rows))
+    values = np.asarray(scores, dtype=np.float64)[candidates]
+    spread = float(values.std())
+    z = (np.asarray(scores, dtype=np.float64)[rows] - float(values.mean())) / (spread or 1.0)
+    count = max(min(_MIN_FEEDBACK, most), int(np.count_nonzero(z >= threshold)))
+    rows, z = rows[:count], z[:count]
+    weights = np.maximum(z - threshold + 0.5, 0.1)
+    return rows, weights / weights.sum()
 
 
 def _rankings(plans: Sequence[_Plan]) -> list[NDArray[Any]]:
@@ -627,12 +748,23 @@ def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
         scores = plan.hybrid_weight * _zscore(scores, plan.candidates) + (
             1 - plan.hybrid_weight
         ) * _zscore(plan.knn_scores, plan.candidates)
+    if plan.excess is not None and plan.positive_scores is not None:
+        # The penalty is in the units of the ranking's scores, so it means the same in every
+        # mode: one standard deviation of cosine costs one standard deviation of score.
+        scale = _spread(scores, plan.candidates) / (
+            _spread(plan.positive_scores, plan.candidates) or 1.0
+        )
+        scores = np.asarray(scores, dtype=np.float64) - plan.demote * scale * plan.excess
     rows = top_k(np.asarray(scores, dtype=np.float64), plan.candidates, k)
     similarity = plan.corpus.vectors[rows] @ plan.query_direction  # only the hits: no extra pass
     return [
         Hit(id=plan.corpus.ids[row], score=float(scores[row]), similarity=float(cosine))
         for row, cosine in zip(rows, similarity, strict=True)
     ]
+
+
+def _spread(scores: NDArray[Any], mask: NDArray[np.bool_]) -> float:
+    return float(np.asarray(scores, dtype=np.float64)[mask].std())
 
 
 def split_examples(examples: Examples, name: str, dim: int) -> tuple[list[str], NDArray[Any]]:
