@@ -18,6 +18,7 @@ from exemplar_svm.evaluation import (
     Dataset,
     Query,
     average_precision,
+    capped_average_precision,
     evaluate,
     has_embeddings,
     load_beir,
@@ -57,15 +58,29 @@ def test_precision_recall_and_average_precision() -> None:
     assert precision(ranking, relevant, k=2) == pytest.approx(0.5)
     assert recall(ranking, relevant, k=100) == pytest.approx(2 / 3)
     assert recall(ranking, relevant, k=1) == pytest.approx(1 / 3)
-    # Precision at each relevant rank: 1/1 and 2/3, over min(3 relevant, k).
+    # Precision at each relevant rank in the top k (1/1 and 2/3), over the 3 relevant documents
+    # (trec_eval's map_cut); the one never retrieved counts 0.
     assert average_precision(ranking, relevant, k=100) == pytest.approx((1 + 2 / 3) / 3)
-    assert average_precision(ranking, relevant, k=2) == pytest.approx(1 / 2)
+    # Cut at 2: only "a" (precision 1/1) is in the top 2, still over all 3 relevant.
+    assert average_precision(ranking, relevant, k=2) == pytest.approx(1 / 3)
+    # The capped variant divides by min(3 relevant, k) instead.
+    assert capped_average_precision(ranking, relevant, k=100) == pytest.approx((1 + 2 / 3) / 3)
+    assert capped_average_precision(ranking, relevant, k=2) == pytest.approx(1 / 2)
 
 
-def test_average_precision_is_normalised_by_at_most_k() -> None:
+def test_average_precision_divides_by_every_relevant_document() -> None:
     relevant = {str(i): 1.0 for i in range(150)}
-    assert average_precision([str(i) for i in range(100)], relevant, k=100) == pytest.approx(1.0)
-    assert recall([str(i) for i in range(100)], relevant, k=100) == pytest.approx(100 / 150)
+    perfect = [str(i) for i in range(100)]
+    # A perfect top 100 of 150 relevant: 100 precisions of 1, over 150 (trec_eval's map_cut_100).
+    assert average_precision(perfect, relevant, k=100) == pytest.approx(100 / 150)
+    assert ranking_metrics(perfect, relevant)["MAP@100"] == pytest.approx(100 / 150)
+    assert recall(perfect, relevant, k=100) == pytest.approx(100 / 150)
+    # Only the capped variant, which is not in METRICS, divides by min(150, 100).
+    assert capped_average_precision(perfect, relevant, k=100) == pytest.approx(1.0)
+    # Relevant at ranks 2 and 4 of 150 relevant: (1/2 + 2/4) / 150, capped (1/2 + 2/4) / 100.
+    ranking = ["x", "0", "y", "1"]
+    assert average_precision(ranking, relevant, k=100) == pytest.approx(1 / 150)
+    assert capped_average_precision(ranking, relevant, k=100) == pytest.approx(1 / 100)
 
 
 def test_metrics_without_relevant_documents_or_results() -> None:
@@ -344,13 +359,66 @@ def test_bbc_news_reproduces_the_reference_figures() -> None:
     assert dataset.kind == "example" and len(dataset.queries) == 300
     knn = evaluate(dataset, KNN).methods["knn"]
     assert knn.mean["P@10"] == pytest.approx(0.926, abs=0.01)
-    assert knn.mean["MAP@100"] == pytest.approx(0.784, abs=0.01)
+    # trec_eval's map_cut_100: hundreds of relevant documents a query, at most 100 of them found.
+    assert knn.mean["MAP@100"] == pytest.approx(0.175, abs=0.01)
 
 
 def test_msmarco_skips_unjudged_queries() -> None:
     report = evaluate(load_dataset(dataset_path("msmarco-dl19-subset")), KNN)
     assert (len(report.query_ids), len(report.skipped)) == (43, 7)
     assert report.methods["knn"].mean["nDCG@10"] == pytest.approx(0.798, abs=0.005)
+
+
+#: ranx's name of each metric of METRICS (trec_eval's ndcg_cut_10, recall_100, P_10, map_cut_100).
+RANX_METRICS = {
+    "nDCG@10": "ndcg@10",
+    "Recall@100": "recall@100",
+    "P@10": "precision@10",
+    "MAP@100": "map@100",
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*unsafe cast")  # numba, inside ranx's nDCG
+@pytest.mark.parametrize(
+    ("name", "n_queries"),
+    [("cranfield", None), ("msmarco-dl19-subset", None), ("bbc-news", 20)],
+)
+def test_metrics_equal_ranx_on_a_real_run(name: str, n_queries: int | None) -> None:
+    """Every metric, per query and on average, is ranx's (so trec_eval's) on a kNN run.
+
+    cranfield and msmarco-dl19-subset have graded qrels (gains 1 to 4 and 1 to 3, nDCG with
+    linear gains); msmarco-dl19-subset and bbc-news have queries with more than 100 relevant
+    documents, where MAP@100 divides by all of them.
+    """
+    ranx = pytest.importorskip("ranx")
+    folder = dataset_path(name)
+    sample = {} if n_queries is None else {"n_queries": n_queries}  # query by example only
+    dataset = load_dataset(folder, **sample)
+    index = ExemplarIndex(dataset.vectors, dataset.ids)
+    qrels, run, ours = {}, {}, {}
+    for query in dataset.queries:
+        if not any(gain > 0 for gain in query.relevant.values()):
+            continue  # evaluate() skips these too
+        # The query document of query by example is never judged: left out, as evaluate() does.
+        hits = index.search(query.vector, 101 if query.document else 100, mode="knn")
+        ranking = [hit.id for hit in hits if hit.id != query.document][:100]
+        assert len(ranking) == 100
+        ours[query.id] = ranking_metrics(ranking, query.relevant)
+        qrels[query.id] = {doc: int(gain) for doc, gain in query.relevant.items()}
+        # Scores by rank, distinct, so ranx's sort by score cannot reorder ties.
+        run[query.id] = {doc: float(len(ranking) - rank) for rank, doc in enumerate(ranking)}
+    most = max(sum(gain > 0 for gain in relevant.values()) for relevant in qrels.values())
+    assert most > 100 if name != "cranfield" else most <= 100
+    ranx_run = ranx.Run(run)
+    means = ranx.evaluate(ranx.Qrels(qrels), ranx_run, list(RANX_METRICS.values()))
+    for metric, ranx_name in RANX_METRICS.items():
+        # ranx keeps the per-query values in the run, by query id.
+        per_query = {query_id: float(ranx_run.scores[ranx_name][query_id]) for query_id in ours}
+        assert {query_id: values[metric] for query_id, values in ours.items()} == pytest.approx(
+            per_query, rel=0, abs=1e-9
+        ), metric
+        mean = float(np.mean([values[metric] for values in ours.values()]))
+        assert mean == pytest.approx(float(means[ranx_name]), rel=0, abs=1e-9), metric
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -4,6 +4,13 @@ A *method* is a name and the keyword arguments it passes to :meth:`ExemplarIndex
 ``{"svm C=0.1": {"mode": "svm", "C": 0.1}}``, so any mode or option of the index can be measured
 without changing this module.
 
+A method may instead name a vector database's "more like these, not like those" baseline:
+options ``{"baseline": "best_score"}`` (the reserved key ``"baseline"``, alone) rank with
+:func:`exemplar_svm.baselines.recommend_scores`, exactly as Qdrant's Recommend API does on a
+cosine collection, with the query and the positive examples as its positives and the negative
+examples as its negatives. The strategies are ``"average_vector"``, ``"best_score"`` and
+``"sum_scores"`` (:data:`~exemplar_svm.baselines.RECOMMEND_STRATEGIES`).
+
 Two kinds of dataset are read (see :func:`load_dataset`):
 
 * **text queries** in the BEIR layout: ``corpus.jsonl``, ``queries.jsonl`` and
@@ -17,7 +24,10 @@ Two protocols are measured (see :func:`evaluate`):
 * ``"feedback"``: relevance feedback, the query plus a few relevant documents as ``positives``
   and a few non-relevant ones as ``negatives``; the examples are left out of the judgements.
 
-The metrics are nDCG@10, Recall@100, P@10 and MAP@100 (:data:`METRICS`), with per-query paired
+The metrics are nDCG@10, Recall@100, P@10 and MAP@100 (:data:`METRICS`), as trec_eval defines
+them (``ndcg_cut_10`` with linear gains, ``recall_100``, ``P_10``, ``map_cut_100``) and BEIR
+and ranx report them: a gain > 0 is relevant, and MAP@100 divides by the number of relevant
+documents of the query, not by ``min(relevant, 100)``. They come with per-query paired
 differences against a baseline method (kNN by default), their standard errors and win/loss
 counts. :class:`Report` prints as a Markdown table or as JSON. Queries can be split in two
 stable halves (``split="tune"`` / ``"test"``) so that what is tuned on one half is reported
@@ -46,9 +56,10 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
+from exemplar_svm.baselines import RECOMMEND_STRATEGIES, recommend_scores
 from exemplar_svm.corpus import ID_KEYS, read_jsonl
 from exemplar_svm.embedders import Embedder, progress_on
-from exemplar_svm.index import ExemplarIndex
+from exemplar_svm.index import ExemplarIndex, top_k
 
 Split = Literal["all", "tune", "test"]
 Protocol = Literal["query", "feedback"]
@@ -110,14 +121,23 @@ def prf_method(m: int, beta: float) -> dict[str, Any]:
     return {"mode": "prf", "feedback": m, "feedback_threshold": 0, "prf_weight": beta}
 
 
-#: Methods for the relevance-feedback protocol: centroid (Rocchio) baselines and SVMs.
+#: Methods for the relevance-feedback protocol: centroid (Rocchio) baselines, Qdrant's recommend
+#: strategies and SVMs.
 FEEDBACK_METHODS: dict[str, dict[str, Any]] = {
-    "knn": {"mode": "knn", "rocchio": 0.0},
-    "rocchio 0.5": {"mode": "knn", "rocchio": 0.5},
-    "rocchio 1": {"mode": "knn", "rocchio": 1.0},
+    # The centroid of the query and the positives; the negatives ignored.
+    "knn": {"mode": "knn", "demote": 0.0},
+    # Rocchio: the centroid minus a weight times the negatives' centroid (0.25 is the classic).
+    "rocchio 0.25": {"mode": "knn", "rocchio": 0.25, "demote": 0.0},
+    "rocchio 0.5": {"mode": "knn", "rocchio": 0.5, "demote": 0.0},
+    "rocchio 1": {"mode": "knn", "rocchio": 1.0, "demote": 0.0},
+    # What a vector database offers: Qdrant's Recommend API (exemplar_svm.baselines).
+    "qdrant average_vector": {"baseline": "average_vector"},
+    "qdrant best_score": {"baseline": "best_score"},
+    "qdrant sum_scores": {"baseline": "sum_scores"},
     "svm (textbook)": {"mode": "svm", "C": 0.1, "feedback": 0, "negative_weight": 10.0},
-    "svm C=0.003": {"mode": "svm", "C": 0.003, "feedback": 0},
-    "svm C=0.003 + feedback": {"mode": "svm", "C": 0.003},
+    # The library's modes at their defaults.
+    "prf": {"mode": "prf"},
+    "svm": {"mode": "svm"},
     "default": {},
 }
 
@@ -129,6 +149,8 @@ DEFAULT_SEED = 0
 TIE_TOLERANCE = 1e-9
 
 _RESERVED = frozenset({"query", "k"})
+#: The option naming a vector-database baseline (exemplar_svm.baselines) instead of a search.
+_BASELINE = "baseline"
 _EXAMPLE_KEYS = frozenset({"positives", "negatives"})
 
 
@@ -510,20 +532,40 @@ def recall(ranking: Sequence[str], relevant: Mapping[str, float], k: int = 100) 
     return float(np.count_nonzero(_gains(ranking, relevant, k))) / total if total else 0.0
 
 
-def average_precision(ranking: Sequence[str], relevant: Mapping[str, float], k: int = 100) -> float:
-    """Average precision at ``k`` (the per-query term of MAP@k).
-
-    The sum of the precision at the rank of each relevant document in the top ``k``, divided
-    by ``min(number of relevant documents, k)``, so a perfect top ``k`` scores 1 even when more
-    than ``k`` documents are relevant. (trec_eval's ``map_cut`` divides by the number of
-    relevant documents instead.) 0.0 when nothing is relevant.
-    """
-    total = _count_relevant(relevant)
-    if not total:
-        return 0.0
+def _precision_sum(ranking: Sequence[str], relevant: Mapping[str, float], k: int) -> float:
+    """The sum of the precision at the rank of each relevant document in the top ``k``."""
     hits = _gains(ranking, relevant, k) > 0
     precisions = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precisions[hits].sum()) / min(total, k)
+    return float(precisions[hits].sum())
+
+
+def average_precision(ranking: Sequence[str], relevant: Mapping[str, float], k: int = 100) -> float:
+    """Average precision cut at ``k`` (the per-query term of MAP@k).
+
+    The sum of the precision at the rank of each relevant document in the top ``k``, divided
+    by the number of relevant documents of the query: trec_eval's ``map_cut_k``, which BEIR
+    and ranx report as map@k. Relevant documents missing from the top ``k`` count as
+    precision 0, so when more than ``k`` documents are relevant even a perfect top ``k``
+    scores ``k / relevant`` (see :func:`capped_average_precision` for the variant that scores
+    it 1). 0.0 when nothing is relevant.
+    """
+    total = _count_relevant(relevant)
+    return _precision_sum(ranking, relevant, k) / total if total else 0.0
+
+
+def capped_average_precision(
+    ranking: Sequence[str], relevant: Mapping[str, float], k: int = 100
+) -> float:
+    """Average precision at ``k`` that divides by ``min(relevant, k)``, not by ``relevant``.
+
+    Not trec_eval's ``map_cut`` (that is :func:`average_precision`, the ``"MAP@100"`` of
+    :data:`METRICS`): here a perfect top ``k`` scores 1 even when more than ``k`` documents
+    are relevant, so values are higher than the standard MAP@k whenever a query has more than
+    ``k`` relevant documents. Not part of the reports; for comparison with figures computed
+    that way. 0.0 when nothing is relevant.
+    """
+    total = _count_relevant(relevant)
+    return _precision_sum(ranking, relevant, k) / min(total, k) if total else 0.0
 
 
 def ranking_metrics(ranking: Sequence[str], relevant: Mapping[str, float]) -> dict[str, float]:
@@ -823,7 +865,11 @@ def evaluate(
         From :func:`load_dataset`, :func:`load_beir` or :func:`load_labelled`.
     methods : mapping of str to mapping, optional
         Method name -> keyword arguments of :meth:`ExemplarIndex.search` (anything but
-        ``query`` and ``k``, and under ``"feedback"`` also not ``positives``/``negatives``).
+        ``query`` and ``k``, and under ``"feedback"`` also not ``positives``/``negatives``),
+        or ``{"baseline": strategy}`` alone for Qdrant's recommend strategy ``strategy``
+        (``"average_vector"``, ``"best_score"`` or ``"sum_scores"``, see
+        :func:`exemplar_svm.baselines.recommend_scores`): the query and the positives are its
+        positives, the negatives its negatives, ties go to the lower corpus row.
         Default: :data:`DEFAULT_METHODS`, or :data:`FEEDBACK_METHODS` for the feedback
         protocol.
     baseline : str or None, default="knn"
@@ -988,6 +1034,19 @@ def _check_methods(methods: dict[str, dict[str, Any]], baseline: str | None, pro
                 f"method {name!r} sets {', '.join(sorted(reserved))}, which the evaluation "
                 "chooses itself"
             )
+        if _BASELINE in options:
+            strategy = options[_BASELINE]
+            if not isinstance(strategy, str) or strategy not in RECOMMEND_STRATEGIES:
+                raise ValueError(
+                    f"method {name!r}: unknown baseline {strategy!r}; choose one of "
+                    f"{', '.join(RECOMMEND_STRATEGIES)} (Qdrant's recommend strategies)"
+                )
+            others = sorted(set(options) - {_BASELINE})
+            if others:
+                raise ValueError(
+                    f"method {name!r}: a baseline takes no search options, but it also sets "
+                    f"{', '.join(others)}; give it {{{_BASELINE!r}: {strategy!r}}} alone"
+                )
 
 
 def _plan(
@@ -1043,6 +1102,19 @@ def _plan(
 
 def _search(index: ExemplarIndex, task: _Task, k: int, options: dict[str, Any]) -> list[str]:
     """The top ``k`` ids for one task, its query document and examples left out."""
+    if _BASELINE in options:
+        query = np.asarray(task.vector, dtype=np.float64)
+        query = query / max(float(np.linalg.norm(query)), np.finfo(np.float64).tiny)
+        scores = recommend_scores(
+            index.vectors,
+            np.vstack([query[np.newaxis], index.fetch(task.positives)]),
+            index.fetch(task.negatives),
+            options[_BASELINE],
+        )
+        everything = np.ones(len(scores), dtype=bool)
+        ids = index.ids
+        rows = top_k(scores, everything, k + len(task.excluded))
+        return [ids[row] for row in rows if ids[row] not in task.excluded][:k]
     if task.positives or task.negatives:
         options = {**options, "positives": task.positives, "negatives": task.negatives}
     hits = index.search(task.vector, k + len(task.excluded), **options)
