@@ -33,7 +33,6 @@ from pydantic import ValidationError
 
 import exemplar_svm.langchain as adapter
 from exemplar_svm import MODES, ExemplarIndex, SentenceTransformerEmbedder
-from exemplar_svm.index import DEFAULT_C, DEFAULT_MODE, DEFAULT_NEGATIVE_WEIGHT
 from exemplar_svm.langchain import ExemplarSVMRetriever
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,9 +260,10 @@ def test_invalid_fields_are_refused(
 def test_fields_default_to_the_core_and_are_documented() -> None:
     fields = ExemplarSVMRetriever.model_fields
     assert fields["k"].default == 4
-    assert fields["mode"].default == DEFAULT_MODE
-    assert fields["C"].default == DEFAULT_C
-    assert fields["negative_weight"].default == DEFAULT_NEGATIVE_WEIGHT
+    # None: the index's calibrated settings, else the library's defaults.
+    assert fields["mode"].default is None
+    assert fields["C"].default is None
+    assert fields["negative_weight"].default is None
     for name in ("k", "mode", "C", "negative_weight", "embedding", "index", "documents"):
         assert fields[name].description, f"field {name} has no description"
 

@@ -56,7 +56,6 @@ from llama_index.core.vector_stores import (
 from llama_index.core.vector_stores.types import BasePydanticVectorStore, VectorStoreQueryResult
 
 from exemplar_svm import MODES, ExemplarIndex
-from exemplar_svm.index import DEFAULT_C, DEFAULT_MODE, DEFAULT_NEGATIVE_WEIGHT
 from exemplar_svm.llama_index import (
     PERSIST_FILENAME,
     SIMILARITY_KEY,
@@ -227,11 +226,8 @@ def test_from_nodes_embeds_each_node_once_and_returns_scored_copies(corpus, embe
         nodes=nodes, embed_model=embed_model, similarity_top_k=4
     )
     assert embed_model.counts == Counter(text=len(nodes))
-    assert (retriever.mode, retriever.C, retriever.negative_weight) == (
-        DEFAULT_MODE,
-        DEFAULT_C,
-        DEFAULT_NEGATIVE_WEIGHT,
-    )
+    # None: the index's calibrated settings, else the library's defaults.
+    assert (retriever.mode, retriever.C, retriever.negative_weight) == (None, None, None)
 
     results = retriever.retrieve("How often should my kitten eat?")
     assert embed_model.counts["query"] == 1

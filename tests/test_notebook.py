@@ -69,7 +69,8 @@ def test_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(images) >= 2, "expected the score-distribution and the metric-vs-C plots"
     markdown = "\n".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
     text = "\n".join(output.get("text", "") for output in outputs)
-    assert "| set | metric | knn | textbook svm | textbook hybrid | default |" in markdown
+    header = "| set | metric | knn | textbook svm | textbook hybrid | dense prf | default |"
+    assert header in markdown
     assert "cranfield (test half)" in markdown
     assert "nDCG@10" in markdown
     assert "✓" in markdown, "the side-by-side tables mark the relevant documents"

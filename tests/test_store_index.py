@@ -27,6 +27,13 @@ OPTIONS: list[dict[str, Any]] = [
     {"hard_negatives": 5, "hard_negative_weight": 2.0},
     {"mode": "svm", "positives": ["3"], "negatives": ["5", "9"]},
     {"positives": [np.ones(384)], "negatives": ["11"], "rocchio": 0.5},
+    # The default without positives is PRF, with them the PRF + SVM hybrid.
+    {"mode": "prf", "feedback_threshold": 0.0, "feedback": 10},
+    {"mode": "prf", "negatives": ["5", "9"], "demote": 3.0},
+    {"positives": ["3"]},
+    {"mode": "hybrid", "prf_weight": 0.0, "negatives": ["5"]},
+    {"mode": "knn", "negatives": ["5"], "rocchio": 1.0},
+    {"mode": "svm", "feedback": 20, "feedback_threshold": 2.0},
 ]
 
 
@@ -154,7 +161,11 @@ def test_a_background_covering_the_store_needs_no_last_query() -> None:
     assert "search_by_vector" not in store.calls
 
 
-@pytest.mark.parametrize("options", [SVM, {}], ids=["svm", "default"])
+# The default ("auto" without positives: PRF) trains no model, so it never needs the last query;
+# the hybrid (the default with positives) does. At the default C=0.003 the margin holds most of
+# this 20k store, so max_candidates are fetched and too little background is left unfetched to
+# estimate anything: a larger C keeps the estimate in play.
+@pytest.mark.parametrize("options", [SVM, {"mode": "hybrid", "C": 0.1}], ids=["svm", "hybrid"])
 def test_an_estimated_skip_keeps_the_proven_ranking(options: dict[str, Any]) -> None:
     # Clustered embeddings at 10x the background: in 384 dimensions no bound over the sphere
     # proves the top 10, but the background's tail says when the fetched documents hold it.
@@ -289,3 +300,93 @@ def test_concurrent_searches_restore_the_blas_threads() -> None:
         assert blas_threads() == limited
     assert blas_threads() == before
     assert [hits[0].id for hits in results[:3]] == ["doc-0", "doc-1", "doc-2"]
+
+
+# -- PRF (the default without positives) and the named negatives' demotion ---------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"mode": "prf", "feedback_threshold": 0.0}, "positives"],
+    ids=["default-prf", "prf-fixed", "default-with-positives"],
+)
+def test_sampled_background_matches_the_exact_prf_and_auto(options: Any) -> None:
+    # PRF reads the background only for the z-scores that choose the feedback documents: a
+    # sample of 1000 estimates them well enough to keep the top 10 of the whole corpus.
+    corpus = clustered(20_000, 64, 0.5, seed=3)
+    index = ExemplarIndex(corpus)
+    through_store = StoreIndex(index, background=1000, candidates=128, max_candidates=2048)
+    overlaps = []
+    for row in range(0, 20_000, 2000):
+        arguments = {"positives": [str(row + 1)]} if options == "positives" else options
+        exact = {hit.id for hit in index.search(corpus[row], 10, **arguments)}
+        got = {hit.id for hit in through_store.search(corpus[row], 10, **arguments)}
+        overlaps.append(len(exact & got) / 10)
+    assert np.mean(overlaps) >= 0.9
+
+
+def test_prf_asks_the_store_twice_and_knn_once() -> None:
+    corpus = clustered(2000, 16, 0.3)
+    store = ArrayStore(corpus)
+    index = StoreIndex(store, background=100)
+    index.search(corpus[0], 5)  # draws the background
+    store.calls.clear()
+    hits = index.search(corpus[0], 5)  # "auto" without positives: PRF
+    # The neighbours of the query (the feedback), then those of the moved query.
+    assert store.calls == ["nearest", "nearest"]
+    assert hits[0].id == "doc-0"
+    store.calls.clear()
+    index.search(corpus[0], 5, prf_weight=0.0)  # PRF that does not move is kNN
+    assert store.calls == ["nearest"]
+
+
+@pytest.mark.parametrize("mode", ["knn", "prf", "svm", "hybrid"])
+def test_demotion_equals_the_exact_search_and_never_raises_a_score(mode: str) -> None:
+    # Named negatives among the query's nearest documents demote much of its neighbourhood;
+    # the store is asked for more documents until the demoted ones cannot hide a hit.
+    corpus = clustered(3000, 32, 0.3, seed=8)
+    store = ArrayStore(corpus)
+    exact = ExemplarIndex(corpus, ids=store.ids)
+    index = StoreIndex(store, background=3000)
+    asked, lowered = [], 0
+    for row in (0, 500, 1000):
+        near = [hit.id for hit in exact.search(corpus[row], 12, mode="knn")]
+        options: dict[str, Any] = {"mode": mode, "negatives": near[1:4]}
+        undemoted = {
+            hit.id: hit.score for hit in exact.search(corpus[row], 3000, **options, demote=0.0)
+        }
+        for demote in (1.0, 5.0):
+            store.calls.clear()
+            got = index.search(corpus[row], 10, **options, demote=demote)
+            asked.append(store.calls.count("nearest"))
+            expected = exact.search(corpus[row], 10, **options, demote=demote)
+            assert [hit.id for hit in got] == [hit.id for hit in expected]
+            np.testing.assert_allclose(
+                [hit.score for hit in got], [hit.score for hit in expected], rtol=1e-4, atol=1e-5
+            )
+            # (up to the float32 rounding of scores computed over different rows)
+            assert all(hit.score <= undemoted[hit.id] + 1e-5 for hit in got)
+            lowered += sum(hit.score < undemoted[hit.id] - 1e-3 for hit in got)
+    assert lowered  # some hits were demoted and stayed hits
+    if mode in ("knn", "prf"):
+        # At least one search needed more than its first fetch (knn asks once, PRF twice).
+        assert max(asked) > (1 if mode == "knn" else 2)
+
+
+@pytest.mark.parametrize("mode", ["auto", "prf", "knn", "svm", "hybrid"])
+def test_demotion_pushes_a_near_copy_of_a_named_negative_out_of_the_top_k(mode: str) -> None:
+    corpus = clustered(5000, 32, 0.3, seed=9)
+    neighbour = int(np.argsort(-(corpus @ corpus[0]))[3])
+    copy = corpus[neighbour] + 1e-3 * np.random.default_rng(0).normal(size=32)
+    store = ArrayStore(np.vstack([corpus, copy]))
+    index = StoreIndex(store, background=500)  # sampled: the scale of the demotion estimated
+    options: dict[str, Any] = {"mode": mode, "C": 0.1}
+    assert "doc-5000" in {hit.id for hit in index.search(corpus[0], 10, **options)}
+    negatives = [f"doc-{neighbour}"]
+    # demote=1: one standard deviation of cosine to the negative costs one of score.
+    demoted = index.search(corpus[0], 10, **options, negatives=negatives, demote=1.0)
+    assert "doc-5000" not in {hit.id for hit in demoted} and len(demoted) == 10
+    if mode in ("prf", "knn"):
+        # Without demotion a named negative changes nothing in kNN and PRF (rocchio is off).
+        kept = index.search(corpus[0], 10, **options, negatives=negatives, demote=0.0)
+        assert "doc-5000" in {hit.id for hit in kept}

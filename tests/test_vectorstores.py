@@ -377,7 +377,9 @@ def test_llama_index_ranks_the_store_with_a_vector_store_query(
     kind: str, nodes: list[TextNode], embed_model: LocalEmbedding, request: pytest.FixtureRequest
 ) -> None:
     """With a small candidate pool the store's own query ranks the collection; its ids (FAISS:
-    positions) come back as node ids, which the store's vectors are fetched by."""
+    positions) come back as node ids, which the store's vectors are fetched by. Only the SVM
+    modes rank by the store's query (the default for a query alone, PRF, asks for neighbours
+    only), so the hybrid is asked for."""
     index = llama_index(kind, nodes, request)
     queries: list[Any] = []
     vector_store = index.vector_store
@@ -391,6 +393,7 @@ def test_llama_index_ranks_the_store_with_a_vector_store_query(
     retriever = li.ExemplarSVMRetriever.from_defaults(
         index=index,
         similarity_top_k=5,
+        mode="hybrid",
         background=8,
         candidates=2,
         max_candidates=0,

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from exemplar_svm.corpus import Record, read_corpus, sample_corpus_path
+from exemplar_svm.calibration import (
+    CALIBRATION_METRICS,
+    CANDIDATES,
+    MIN_SYNTHETIC_QUERIES,
+    embed_queries,
+    sample_synthetic_queries,
+)
+from exemplar_svm.corpus import ID_KEYS, Record, read_corpus, read_jsonl, sample_corpus_path
 from exemplar_svm.embedders import (
     DEFAULT_MODEL,
     Embedder,
@@ -38,6 +45,7 @@ from exemplar_svm.evaluation import (
     summary_markdown,
     tune_prf,
 )
+from exemplar_svm.evaluation import _read_qrels as read_qrels
 from exemplar_svm.index import (
     DEFAULT_C,
     DEFAULT_MODE,
@@ -45,6 +53,8 @@ from exemplar_svm.index import (
     MODES,
     ExemplarIndex,
     Hit,
+    check_search_options,
+    resolve_options,
 )
 
 DESCRIPTION = """\
@@ -88,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--mode",
         choices=MODES,
-        default=DEFAULT_MODE,
+        default=None,
         help="ranking: 'auto' = 'prf' for a query alone, 'hybrid' with --positive examples; "
         "'prf' = kNN after moving the query towards its nearest documents (dense "
         "pseudo-relevance feedback); 'svm' = exemplar SVM; 'knn' = cosine similarity; "
         "'hybrid' = mean of the z-scored SVM and PRF scores; 'lda' = exemplar LDA (a fast "
-        f"approximation of the SVM) (default: {DEFAULT_MODE})",
+        f"approximation of the SVM) (default: the --settings file's, else {DEFAULT_MODE})",
     )
     search.add_argument(
         "--compare",
@@ -104,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "-C",
         type=float,
-        default=DEFAULT_C,
-        help=f"the SVM's loss weight; smaller stays closer to kNN (default: {DEFAULT_C})",
+        default=None,
+        help="the SVM's loss weight; smaller stays closer to kNN (default: the --settings "
+        f"file's, else {DEFAULT_C})",
     )
     search.add_argument(
         "--positive",
@@ -125,11 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--negative-weight",
         type=float,
-        default=DEFAULT_NEGATIVE_WEIGHT,
+        default=None,
         help="how many corpus documents one counter-example counts for in the SVM "
-        f"(default: {DEFAULT_NEGATIVE_WEIGHT:g})",
+        f"(default: the --settings file's, else {DEFAULT_NEGATIVE_WEIGHT:g})",
     )
-    models = search.add_argument_group("embedding model (default: local all-MiniLM-L6-v2)")
+    search.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a JSON object of ranking settings, as 'exemplar-svm tune -o FILE' writes "
+        '(ExemplarIndex.search options, e.g. {"mode": "knn"}); the flags above win over it',
+    )
+    _add_model_options(search)
+    output = search.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_progress_option(output)
+    _add_tune_parser(commands)
+    _add_eval_parser(commands)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The embedding model options of ``search`` and ``tune``."""
+    models = parser.add_argument_group("embedding model (default: local all-MiniLM-L6-v2)")
     models.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -148,23 +176,103 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--api-key", help="API key; default: OPENAI_API_KEY")
     models.add_argument("--dimensions", type=int, help="ask the server for shorter vectors")
-    output = search.add_argument_group("output")
-    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    output.add_argument(
+
+
+TUNE_DESCRIPTION = """\
+Choose the ranking settings for a corpus: every candidate setting ranks a set of queries and
+the one with the best mean --metric wins (ties go to the library's default and the cheaper
+settings listed first). With --queries and --qrels (BEIR format) your labelled queries decide;
+without them, synthetic queries built from the corpus do: a document's title, else its first
+sentence, is the query and the document its answer. Synthetic queries are a biased proxy:
+on the shared datasets they picked kNN-like settings that ranked worse on real queries than
+the default, so prefer even a few dozen labelled queries.
+"""
+
+TUNE_EPILOG = """\
+candidates:
+  {candidates}
+
+examples:
+  exemplar-svm tune --corpus notes.jsonl -o settings.json
+  exemplar-svm tune --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/test.tsv
+  exemplar-svm search "black holes" --corpus notes.jsonl --settings settings.json
+"""
+
+
+def _add_progress_option(group: Any) -> None:
+    group.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="show a progress bar while embedding the corpus (default: for large corpora, "
         "when standard error is a terminal)",
     )
-    _add_eval_parser(commands)
-    return parser
+
+
+def _add_tune_parser(commands: Any) -> None:
+    candidates = "\n  ".join(f"{name}={json.dumps(opts)}" for name, opts in CANDIDATES.items())
+    tune = commands.add_parser(
+        "tune",
+        help="choose the ranking settings for a corpus, from labelled or synthetic queries",
+        description=TUNE_DESCRIPTION,
+        epilog=TUNE_EPILOG.format(candidates=candidates),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tune.add_argument(
+        "--corpus",
+        metavar="FILE",
+        help="the documents, as for 'search': JSONL (a 'text' field, optional '_id'/'id' and "
+        "'title') or plain text, one document a line (default: the sample corpus)",
+    )
+    tune.add_argument(
+        "--queries",
+        metavar="FILE",
+        help="labelled queries: JSONL with '_id' and 'text' (BEIR queries.jsonl); needs --qrels",
+    )
+    tune.add_argument(
+        "--qrels",
+        metavar="FILE",
+        help="their judgements: query-id<TAB>corpus-id<TAB>gain lines after an optional header "
+        "(BEIR qrels .tsv); gains of 0 or less are not relevant",
+    )
+    tune.add_argument(
+        "--metric",
+        choices=CALIBRATION_METRICS,
+        default="nDCG@10",
+        help="the metric that decides (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--max-queries",
+        type=int,
+        default=200,
+        metavar="N",
+        help="synthetic queries: at most this many documents are sampled (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="synthetic queries: seed of the sample (default: %(default)s)",
+    )
+    tune.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the chosen settings as JSON, for 'exemplar-svm search --settings FILE'",
+    )
+    _add_model_options(tune)
+    output = tune.add_argument_group("output")
+    output.add_argument(
+        "--json", action="store_true", help="print the calibration as JSON instead of a table"
+    )
+    _add_progress_option(output)
 
 
 EVAL_DESCRIPTION = """\
 Measure retrieval quality on labelled datasets: rank every query with each method and report
-nDCG@10, Recall@100, P@10 and MAP@100, the per-query paired difference of each method with the
-baseline (mean +/- standard error, queries won/lost) and the search time per query.
+nDCG@10, Recall@100, P@10 and MAP@100 (trec_eval's definitions, as BEIR and ranx report them),
+the per-query paired difference of each method with the baseline (mean +/- standard error,
+queries won/lost) and the search time per query.
 
 A FOLDER is either a BEIR-format text-query set (corpus.jsonl, queries.jsonl, qrels/test.tsv)
 or a labelled corpus (corpus.jsonl records with a 'label' field) for query by example: a sample
@@ -322,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "eval":
             return _eval(args)
+        if args.command == "tune":
+            return _tune(args)
         return _search(args)
     except (ValueError, OSError) as exc:
         print(f"exemplar-svm: error: {exc}", file=sys.stderr)
@@ -331,20 +441,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"-k must be at least 1, got {args.k}")
+    settings = _read_settings(args.settings) if args.settings else {}
+    explicit = check_search_options({"C": args.C, "negative_weight": args.negative_weight})
     records = read_corpus(args.corpus or sample_corpus_path())
     embedder = _embedder(args)
     vectors = embedder.embed_documents([record.text for record in records])
     index = ExemplarIndex(vectors, ids=[record.id for record in records])
+    index.settings = settings
     query = embedder.embed_query(args.query)
     options = {
         "positives": _examples(args.positive, index, embedder),
         "negatives": _examples(args.negative, index, embedder),
-        "C": args.C,
-        "negative_weight": args.negative_weight,
+        **explicit,
     }
-    modes = [args.mode]
+    resolved = resolve_options(settings, explicit, {"mode": args.mode})
+    mode = resolved["mode"]
+    modes = [mode]
     if args.compare:
-        modes = ["knn", args.mode if args.mode != "knn" else "svm"]
+        modes = ["knn", mode if mode != "knn" else "svm"]
     results = {mode: index.search(query, args.k, mode=mode, **options) for mode in modes}
     by_id = {record.id: record for record in records}
     if args.json:
@@ -352,15 +466,120 @@ def _search(args: argparse.Namespace) -> int:
             "query": args.query,
             "corpus": str(args.corpus or sample_corpus_path()),
             "k": args.k,
-            "C": args.C,
+            "C": resolved["C"],
+            "settings": settings,
             "results": {mode: _as_json(hits, by_id) for mode, hits in results.items()},
         }
         print(json.dumps(payload, indent=2, ensure_ascii=False))
     elif args.compare:
         _print_side_by_side(args.query, results, by_id)
     else:
-        _print_table(args.query, args.mode, results[args.mode], by_id)
+        _print_table(args.query, mode, results[mode], by_id)
     return 0
+
+
+def _read_settings(path: str) -> dict[str, Any]:
+    """A settings file: one JSON object of ExemplarIndex.search options, checked."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"settings file {file} does not exist")
+    try:
+        settings = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"settings file {file} is not valid JSON: {exc}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"settings file {file} must hold one JSON object of search options")
+    try:
+        return check_search_options(settings)
+    except ValueError as exc:
+        raise ValueError(f"settings file {file}: {exc}") from None
+
+
+def _tune(args: argparse.Namespace) -> int:
+    # Everything is checked before the model loads.
+    if (args.queries is None) != (args.qrels is None):
+        raise ValueError("--queries and --qrels go together: pass both, or neither for synthetic")
+    if args.max_queries < MIN_SYNTHETIC_QUERIES:
+        raise ValueError(
+            f"--max-queries must be at least {MIN_SYNTHETIC_QUERIES}, got {args.max_queries}"
+        )
+    if args.output is not None and not Path(args.output).resolve().parent.is_dir():
+        raise ValueError(f"cannot write {args.output}: its folder does not exist")
+    corpus = args.corpus or sample_corpus_path()
+    records = read_corpus(corpus)
+    ids = [record.id for record in records]
+    texts = [record.text for record in records]
+    titles = [_title(record) for record in records]
+    labelled = None
+    if args.queries is not None:
+        labelled = _labelled_queries(Path(args.queries), Path(args.qrels), set(ids))
+    else:
+        try:
+            sample_synthetic_queries(texts, titles, max_queries=args.max_queries, seed=args.seed)
+        except ValueError as exc:
+            raise ValueError(f"{corpus}: {exc} (--queries FILE --qrels FILE)") from None
+    embedder = _embedder(args)
+    index = ExemplarIndex(embedder.embed_documents(texts), ids=ids)
+    if labelled is not None:
+        query_texts, relevant = labelled
+        vectors = embed_queries(embedder, query_texts)
+        result = index.calibrate(vectors, relevant, metric=args.metric)
+    else:
+        result = index.calibrate(
+            texts=texts,
+            titles=titles,
+            embedder=embedder,
+            max_queries=args.max_queries,
+            seed=args.seed,
+            metric=args.metric,
+        )
+    if args.output is not None:
+        Path(args.output).write_text(json.dumps(result.settings, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.to_markdown())
+        print(f"\nsettings: {json.dumps(result.settings)}")
+        if args.output is not None:
+            print(f"written to {args.output}; use it with: exemplar-svm search ... --settings FILE")
+    return 0
+
+
+def _title(record: Record) -> str | None:
+    title = record.metadata.get("title")
+    return title if isinstance(title, str) and title.strip() else None
+
+
+def _labelled_queries(
+    queries_file: Path, qrels_file: Path, corpus_ids: set[str]
+) -> tuple[list[str], list[dict[str, float]]]:
+    """The texts of the judged queries and their judgements on documents of the corpus."""
+    judgements = read_qrels(qrels_file)
+    texts: list[str] = []
+    relevant: list[dict[str, float]] = []
+    outside = 0
+    for line, record in read_jsonl(queries_file, "queries"):
+        key = next((key for key in ID_KEYS if key in record), None)
+        text = record.get("text")
+        if key is None or not isinstance(text, str):
+            raise ValueError(f"{queries_file} line {line}: a query needs an '_id' and a 'text'")
+        judged = judgements.get(str(record[key]), {})
+        inside = {doc: gain for doc, gain in judged.items() if doc in corpus_ids}
+        outside += sum(gain > 0 for doc, gain in judged.items() if doc not in corpus_ids)
+        if any(gain > 0 for gain in inside.values()):
+            texts.append(text)
+            relevant.append(inside)
+    if outside:
+        print(
+            f"note: {outside} relevant judgement(s) of {qrels_file} name documents that are not "
+            "in the corpus; they are left out",
+            file=sys.stderr,
+        )
+    if not texts:
+        raise ValueError(
+            f"no query of {queries_file} has a relevant document of the corpus in {qrels_file}"
+        )
+    return texts, relevant
 
 
 def _eval(args: argparse.Namespace) -> int:

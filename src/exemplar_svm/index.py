@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, Union, cast, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -29,6 +29,9 @@ from exemplar_svm._checks import (
 from exemplar_svm._files import read_versioned_json, write_atomic
 from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve_many
 from exemplar_svm.stores import Metric
+
+if TYPE_CHECKING:
+    from exemplar_svm.calibration import Calibration
 
 Mode = Literal["auto", "prf", "svm", "knn", "hybrid", "lda"]
 PriorDirection = Literal["query", "contrast"]
@@ -81,6 +84,11 @@ _BATCH_GROUP = 8
 # Pseudo-relevance feedback always takes at least this many documents (fewer only when
 # ``feedback`` says so), so a query whose neighbours are all alike still gets some.
 _MIN_FEEDBACK = 3
+# Feedback takes at most this share of the candidates: on a small corpus "the nearest few" are
+# a large part of it, and moving the query towards them only blurs it.
+FEEDBACK_SHARE = 10
+# Adaptive feedback skips documents this similar to the query: copies of it.
+_DUPLICATE = 0.99
 
 _OPTION_CHECKS: dict[str, Any] = {
     "C": check_positive,
@@ -199,8 +207,142 @@ class ExemplarIndex:
     @property
     def settings(self) -> dict[str, Any]:
         """The ranking options :meth:`search` uses where the caller passes none (a copy):
-        those :meth:`calibrate` chose, else empty (the library's defaults apply)."""
+        those :meth:`calibrate` chose, else empty (the library's defaults apply).
+
+        Assign a mapping of search options to set them yourself (validated, ``None`` values
+        dropped), or ``{}`` to go back to the library's defaults; :meth:`save` keeps them."""
         return dict(self._settings)
+
+    @settings.setter
+    def settings(self, options: Mapping[str, Any]) -> None:
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"settings must be a mapping of search options, got {type(options).__name__}"
+            )
+        self._settings = check_search_options(options)
+
+    def calibrate(
+        self,
+        queries: ArrayLike | None = None,
+        relevant: Sequence[Any] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+        titles: Sequence[str | None] | None = None,
+        embedder: Any = None,
+        candidates: Mapping[str, Mapping[str, Any]] | None = None,
+        max_queries: int = 200,
+        seed: int = 0,
+        metric: str = "nDCG@10",
+        exclude: Sequence[Collection[str]] | None = None,
+    ) -> Calibration:
+        """Choose the ranking settings for this corpus and keep them as :attr:`settings`.
+
+        Every candidate setting (:data:`exemplar_svm.calibration.CANDIDATES` by default) ranks
+        every query (``k=100``); the one with the best mean ``metric`` becomes the index's
+        :attr:`settings`, which :meth:`search` and :meth:`search_batch` use for every option
+        the caller leaves out and :meth:`save` stores with the index. Ties go to the earlier
+        candidate, so the library's default stays unless another does better.
+
+        Two routes:
+
+        - **labelled**: ``queries`` (query vectors) and ``relevant`` (their relevant ids), when
+          you have a handful of judged queries;
+        - **synthetic**: ``texts`` (the documents' texts, in row order) and ``embedder``; each
+          of at most ``max_queries`` documents (drawn with ``np.random.default_rng(seed)``)
+          is searched for by its title or first sentence (see
+          :func:`exemplar_svm.calibration.synthetic_queries`) and is its only relevant
+          document. A biased proxy: a known item shares its words with its query, so these
+          queries favour settings that stay near the query. On the three shared datasets
+          they picked kNN-like settings that ranked worse on held-out labelled queries than
+          the library's default, where labelled tune-half queries picked the default or
+          better (``benchmarks/calibration.py``): prefer labelled queries, even a few dozen.
+
+        Parameters
+        ----------
+        queries : array-like of shape (m, d), optional
+            Labelled route: one query vector per row, from the corpus's embedding model.
+        relevant : sequence of (list of str or dict of str to float), optional
+            Labelled route: per query, the ids of its relevant documents, or ids with gains.
+        texts : sequence of str, optional
+            Synthetic route: one text per document, in the index's row order.
+        titles : sequence of str or None, optional
+            Synthetic route: one title (or ``None``) per document; a title is the query.
+        embedder : Embedder, optional
+            Synthetic route: the model that embedded the corpus (anything
+            :func:`exemplar_svm.as_embedder` accepts); queries are embedded as queries.
+        candidates : mapping of str to mapping, optional
+            Named candidate settings, in order of preference;
+            :data:`exemplar_svm.calibration.CANDIDATES` by default.
+        max_queries : int, default=200
+            Synthetic route: at most this many synthetic queries.
+        seed : int, default=0
+            Synthetic route: seed of the sample of documents.
+        metric : {"nDCG@10", "MAP@100"}, default="nDCG@10"
+            What decides.
+        exclude : sequence of collections of str, optional
+            Labelled route: per query, ids left out of its ranking and judgements (for query
+            by example, the query document).
+
+        Returns
+        -------
+        Calibration
+            The choice and every candidate's scores (``to_markdown()`` prints them).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from exemplar_svm import ExemplarIndex
+        >>> rng = np.random.default_rng(0)
+        >>> index = ExemplarIndex(rng.normal(size=(200, 16)))
+        >>> queries = index.vectors[:20] + 0.1 * rng.normal(size=(20, 16))
+        >>> result = index.calibrate(queries, [[str(row)] for row in range(20)])
+        >>> result.source, result.n_queries, index.settings == result.settings
+        ('labelled', 20, True)
+        >>> index.settings = {}  # back to the library's defaults
+        """
+        from exemplar_svm import calibration
+        from exemplar_svm.embedders import as_embedder
+
+        chosen = calibration.CANDIDATES if candidates is None else candidates
+        labelled = queries is not None or relevant is not None
+        synthetic = texts is not None or titles is not None or embedder is not None
+        if labelled and synthetic:
+            raise ValueError(
+                "pass either labelled queries (queries= and relevant=) or the documents' texts "
+                "(texts= and embedder=) for synthetic queries, not both"
+            )
+        if labelled:
+            if queries is None or relevant is None:
+                raise ValueError("the labelled route needs both queries= and relevant=")
+            result = calibration.calibrate(
+                self, queries, relevant, candidates=chosen, metric=metric, exclude=exclude
+            )
+        elif synthetic:
+            if texts is None or embedder is None:
+                raise ValueError(
+                    "the synthetic route needs texts= (one per document) and embedder= (the "
+                    "model that embedded the corpus)"
+                )
+            if exclude is not None:
+                raise ValueError("exclude applies to labelled queries only")
+            vectors, judged = calibration.synthetic_relevance(
+                self,
+                texts,
+                as_embedder(embedder),
+                titles=titles,
+                max_queries=max_queries,
+                seed=seed,
+            )
+            result = calibration.calibrate(
+                self, vectors, judged, candidates=chosen, metric=metric, source="synthetic"
+            )
+        else:
+            raise ValueError(
+                "calibrate needs labelled queries (queries= and relevant=) or the documents' "
+                "texts (texts= and embedder=) to build synthetic queries from"
+            )
+        self._settings = dict(result.settings)
+        return result
 
     # -- corpus ------------------------------------------------------------------------------
 
@@ -346,7 +488,7 @@ class ExemplarIndex:
             direction (the objective regularises ``|w - prior * q|^2`` instead of ``|w|^2``).
         feedback : int, default=50
             Pseudo-relevance feedback: at most this many of the nearest documents (by kNN, at
-            most half of the candidates) are taken as feedback. They move the query in
+            most a tenth of the candidates) are taken as feedback. They move the query in
             ``"prf"`` and join the SVM's positives in the SVM modes; they stay in the results.
             0 turns feedback off.
         feedback_threshold : float, default=4
@@ -617,17 +759,18 @@ def _plan(
     knn_direction = centroid
     if rocchio and len(negative_set):
         knn_direction = direction_of((centroid - rocchio * negative_set.mean(axis=0))[np.newaxis])
-    # One pass gives the kNN scores and every negative's similarities (for the demotion).
-    directions = np.vstack([knn_direction, centroid, negative_set]).astype(np.float32)
-    products = vectors @ directions.T
-    knn_scores: NDArray[Any] = products[:, 0]
-    positive_scores = products[:, 1]
+    knn_scores: NDArray[Any] = vectors @ knn_direction.astype(np.float32)
+    positive_scores = knn_scores
     excess = None
     if len(negative_set) and checked["demote"]:
-        excess = np.maximum(products[:, 2:].max(axis=1) - positive_scores, 0.0).astype(np.float64)
+        # One more pass: the centroid's cosines (when Rocchio moved the kNN direction) and
+        # every negative's, for the demotion.
+        directions = np.vstack([centroid, negative_set]).astype(np.float32)
+        products = vectors @ directions.T
+        positive_scores = products[:, 0] if rocchio else knn_scores
+        excess = np.maximum(products[:, 1:].max(axis=1) - positive_scores, 0.0).astype(np.float64)
     demotion = {"excess": excess, "demote": checked["demote"], "positive_scores": positive_scores}
-    # At most half the candidates, so a small corpus keeps negatives to train against.
-    feedback = min(feedback, int(candidates.sum()) // 2)
+    feedback = min(feedback, int(candidates.sum()) // FEEDBACK_SHARE)
     feedback_rows, feedback_weights = _feedback(
         knn_scores, candidates, feedback, checked["feedback_threshold"]
     )
@@ -689,23 +832,34 @@ def _plan(
 
 
 def _feedback(
-    scores: NDArray[Any], candidates: NDArray[np.bool_], most: int, threshold: float
+    scores: NDArray[Any],
+    candidates: NDArray[np.bool_],
+    most: int,
+    threshold: float,
+    stats: tuple[float, float] | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """The pseudo-relevance-feedback rows (best first) and their weights, summing to 1.
 
     With ``threshold > 0``: the nearest candidates whose score's z-score over the candidates
     is at least ``threshold`` (at least ``_MIN_FEEDBACK``, at most ``most``), each weighted by
-    its z-score's excess over the threshold plus 0.5, at least 0.1. With ``threshold == 0``:
-    the ``most`` nearest, equally weighted.
+    its z-score's excess over the threshold plus 0.5, at least 0.1; near-copies of the query
+    (cosine at least ``_DUPLICATE``) are skipped. With ``threshold == 0``:
+    the ``most`` nearest, equally weighted. ``stats`` are the mean and standard deviation the
+    z-scores use instead of the candidates' (a StoreIndex estimates them from its sample).
     """
     if most <= 0:
         return np.empty(0, dtype=np.intp), np.empty(0)
     rows = top_k(np.asarray(scores, dtype=np.float64), candidates, most)
     if not threshold:
         return rows, np.full(len(rows), 1.0 / len(rows))
-    values = np.asarray(scores, dtype=np.float64)[candidates]
-    spread = float(values.std())
-    z = (np.asarray(scores, dtype=np.float64)[rows] - float(values.mean())) / (spread or 1.0)
+    if stats is None:
+        values = np.asarray(scores, dtype=np.float64)[candidates]
+        stats = float(values.mean()), float(values.std())
+    mean, spread = stats
+    # A copy of the query (the document a "more like this" search starts from) tells nothing
+    # new, and its z-score would give it most of the weight.
+    rows = rows[np.asarray(scores, dtype=np.float64)[rows] < _DUPLICATE]
+    z = (np.asarray(scores, dtype=np.float64)[rows] - mean) / (spread or 1.0)
     count = max(min(_MIN_FEEDBACK, most), int(np.count_nonzero(z >= threshold)))
     rows, z = rows[:count], z[:count]
     weights = np.maximum(z - threshold + 0.5, 0.1)

@@ -34,11 +34,9 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
+from exemplar_svm.calibration import Calibration, embed_queries
 from exemplar_svm.embedders import Embedder, as_embedder
 from exemplar_svm.index import (
-    DEFAULT_C,
-    DEFAULT_MODE,
-    DEFAULT_NEGATIVE_WEIGHT,
     SEARCH_OPTIONS,
     ExemplarIndex,
     Hit,
@@ -130,12 +128,16 @@ class ExemplarSVMRetriever(BaseRetriever):
         With a ``StoreIndex`` only: the LangChain vector store the documents are read from.
     k : int, default=4
         How many documents a call returns.
-    mode : {"svm", "knn", "hybrid", "lda"}
+    mode : {"auto", "prf", "svm", "knn", "hybrid", "lda"}, optional
         How the core ranks; see :meth:`exemplar_svm.ExemplarIndex.search`.
-    C : float
+    C : float, optional
         The SVM's loss weight.
-    negative_weight : float
+    negative_weight : float, optional
         How many anonymous corpus documents one named negative counts for.
+
+    ``mode``, ``C``, ``negative_weight`` and the options of ``search_kwargs`` left at ``None``
+    take the index's settings (those :meth:`calibrate` chose for this corpus, saved with the
+    index), else the library's defaults.
 
     Unknown arguments raise an error.
 
@@ -180,16 +182,19 @@ class ExemplarSVMRetriever(BaseRetriever):
     k: int = Field(default=4, ge=1)
     """How many documents to return; ``invoke(query, k=...)`` overrides it for one call."""
 
-    mode: Mode = DEFAULT_MODE
-    """How to rank: ``"svm"`` (the exemplar SVM), ``"knn"`` (cosine similarity),
-    ``"hybrid"`` (both, z-scored and averaged) or ``"lda"`` (the exemplar LDA: a fast
-    approximation of the SVM)."""
+    mode: Mode | None = None
+    """How to rank: ``"auto"``, ``"prf"``, ``"svm"`` (the exemplar SVM), ``"knn"`` (cosine
+    similarity), ``"hybrid"`` or ``"lda"`` (see :meth:`exemplar_svm.ExemplarIndex.search`).
+    ``None``: the index's calibrated setting (see :meth:`calibrate`), else the library's
+    default (``"auto"``)."""
 
-    C: float = Field(default=DEFAULT_C, gt=0)
-    """The SVM's loss weight: larger fits the examples more tightly."""
+    C: float | None = Field(default=None, gt=0)
+    """The SVM's loss weight: larger fits the examples more tightly. ``None``: the index's
+    calibrated setting, else the library's default."""
 
-    negative_weight: float = Field(default=DEFAULT_NEGATIVE_WEIGHT, gt=0)
-    """How many anonymous corpus documents one named negative counts for in the SVM's loss."""
+    negative_weight: float | None = Field(default=None, gt=0)
+    """How many anonymous corpus documents one named negative counts for in the SVM's loss.
+    ``None``: the index's calibrated setting, else the library's default."""
 
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
     """The core's other ranking options, as :meth:`exemplar_svm.ExemplarIndex.search` takes
@@ -478,6 +483,62 @@ class ExemplarSVMRetriever(BaseRetriever):
         """Embed and add texts, with optional metadata and ids; returns their ids."""
         return self.add_documents(_to_documents(texts, metadatas), ids=ids)
 
+    # -- calibration -------------------------------------------------------------------------
+
+    def calibrate(
+        self,
+        queries: list[str] | None = None,
+        relevant: list[list[str]] | None = None,
+        **options: Any,
+    ) -> Calibration:
+        """Choose the ranking settings for this corpus; see :meth:`ExemplarIndex.calibrate`.
+
+        With ``queries`` (texts, embedded with the retriever's model as queries) and
+        ``relevant`` (per query, the ids of its relevant documents, or ``{id: gain}``), the
+        labelled queries decide. Without them, synthetic queries built from the documents'
+        ``page_content`` (a ``metadata["title"]`` string, else the first sentence) do. The
+        choice becomes the index's settings, used wherever ``mode``, ``C``,
+        ``negative_weight`` and ``search_kwargs`` leave an option at ``None``; it is saved
+        with the index (``retriever.index.save(path)``).
+
+        Parameters
+        ----------
+        queries : list of str, optional
+            Labelled query texts.
+        relevant : list of list of str, optional
+            Their relevant document ids, one list per query.
+        **options
+            Of :meth:`ExemplarIndex.calibrate`: ``candidates``, ``metric``, ``max_queries``,
+            ``seed``, ``titles``, ``exclude``.
+
+        Raises
+        ------
+        ValueError
+            Over a vector store (:meth:`from_vectorstore`): calibration needs the in-memory
+            :class:`~exemplar_svm.ExemplarIndex`.
+        """
+        if isinstance(self.index, StoreIndex):
+            raise ValueError(
+                "calibrate needs the in-memory ExemplarIndex (from_texts, from_documents, "
+                "from_embeddings or from_index); over a vector store, calibrate an "
+                "ExemplarIndex of the same documents and pass its settings as search_kwargs"
+            )
+        if queries is None and relevant is None:
+            documents = [self.documents[item] for item in self.index.ids]
+            options.setdefault("titles", [_title(doc.metadata) for doc in documents])
+            return self.index.calibrate(
+                texts=[doc.page_content for doc in documents],
+                embedder=self._get_embedder(),
+                **options,
+            )
+        if queries is None or relevant is None:
+            raise ValueError("pass both queries and relevant (or neither, for synthetic queries)")
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of query texts, not one string")
+        embedder = self._get_embedder()
+        vectors = embed_queries(embedder, list(queries)) if queries else np.empty((0, 1))
+        return self.index.calibrate(vectors, relevant, **options)
+
     # -- retrieval ---------------------------------------------------------------------------
 
     def _get_relevant_documents(
@@ -606,6 +667,11 @@ class ExemplarSVMRetriever(BaseRetriever):
             metadata = {**doc.metadata, "score": hit.score, "similarity": hit.similarity}
             out.append(doc.model_copy(update={"id": hit.id, "metadata": metadata}))
         return out
+
+
+def _title(metadata: Mapping[str, Any]) -> str | None:
+    title = metadata.get("title")
+    return title if isinstance(title, str) and title.strip() else None
 
 
 def _items(examples: Examples) -> list[Any]:

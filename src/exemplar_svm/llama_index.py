@@ -53,11 +53,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import check_k, check_positive
 from exemplar_svm._files import read_versioned_json, write_atomic
+from exemplar_svm.calibration import Calibration, embed_queries
 from exemplar_svm.embedders import Embedder, as_embedder
 from exemplar_svm.index import (
-    DEFAULT_C,
-    DEFAULT_MODE,
-    DEFAULT_NEGATIVE_WEIGHT,
     MODES,
     ExemplarIndex,
     Hit,
@@ -170,9 +168,11 @@ class ExemplarSVMRetriever(BaseRetriever):
         ``all-MiniLM-L6-v2`` (LlamaIndex's own default is OpenAI, which needs a key).
     similarity_top_k : int
         How many nodes to return.
-    mode : {"svm", "knn", "hybrid", "lda"}
-    C, negative_weight : float
-        As for :meth:`exemplar_svm.ExemplarIndex.search`.
+    mode : {"auto", "prf", "svm", "knn", "hybrid", "lda"}, optional
+    C, negative_weight : float, optional
+        As for :meth:`exemplar_svm.ExemplarIndex.search`. ``None`` (and any option
+        ``search_kwargs`` leaves out) takes the index's settings (those :meth:`calibrate`
+        chose for this corpus, saved by :meth:`persist`), else the library's defaults.
     search_kwargs : mapping, optional
         The core's other ranking options (``prior``, ``prior_direction``, ``feedback``,
         ``feedback_weight``, ``hard_negatives``, ``hard_negative_weight``, ``hybrid_weight``,
@@ -202,9 +202,9 @@ class ExemplarSVMRetriever(BaseRetriever):
         embed_model: EmbedModel = None,
         *,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        mode: Mode = DEFAULT_MODE,
-        C: float = DEFAULT_C,
-        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        mode: Mode | None = None,
+        C: float | None = None,
+        negative_weight: float | None = None,
         search_kwargs: Mapping[str, Any] | None = None,
         positives: Examples = None,
         negatives: Examples = None,
@@ -241,11 +241,13 @@ class ExemplarSVMRetriever(BaseRetriever):
         self._embed_model: Any = _default_embed_model(embed_model)
         self._embedder: Embedder = as_embedder(self._embed_model)
         self.similarity_top_k = check_k(similarity_top_k)
-        if mode not in MODES:
+        if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self.mode: Mode = mode
-        self.C = check_positive(C, "C")
-        self.negative_weight = check_positive(negative_weight, "negative_weight")
+        self.mode: Mode | None = mode
+        self.C = None if C is None else check_positive(C, "C")
+        self.negative_weight = (
+            None if negative_weight is None else check_positive(negative_weight, "negative_weight")
+        )
         self.search_kwargs = check_search_options(
             search_kwargs or {}, own=("mode", "C", "negative_weight")
         )
@@ -271,9 +273,9 @@ class ExemplarSVMRetriever(BaseRetriever):
         embed_model: EmbedModel = None,
         *,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        mode: Mode = DEFAULT_MODE,
-        C: float = DEFAULT_C,
-        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        mode: Mode | None = None,
+        C: float | None = None,
+        negative_weight: float | None = None,
         search_kwargs: Mapping[str, Any] | None = None,
         positives: Examples = None,
         negatives: Examples = None,
@@ -407,6 +409,65 @@ class ExemplarSVMRetriever(BaseRetriever):
     def embed_model(self) -> Any:
         """The query embedding model as given (or as resolved from ``None``)."""
         return self._embed_model
+
+    # -- calibration ---------------------------------------------------------------------
+
+    def calibrate(
+        self,
+        queries: list[str] | None = None,
+        relevant: list[list[str]] | None = None,
+        **options: Any,
+    ) -> Calibration:
+        """Choose the ranking settings for this corpus; see :meth:`ExemplarIndex.calibrate`.
+
+        With ``queries`` (texts, embedded with ``embed_model`` as queries) and ``relevant``
+        (per query, the ids of its relevant nodes, or ``{id: gain}``), the labelled queries
+        decide. Without them, synthetic queries built from the nodes' text
+        (``metadata["title"]`` or ``metadata["document_title"]`` when a string, else the first
+        sentence) do. The choice becomes the index's settings, used wherever ``mode``, ``C``,
+        ``negative_weight`` and ``search_kwargs`` leave an option at ``None``, and
+        :meth:`persist` saves it.
+
+        Parameters
+        ----------
+        queries : list of str, optional
+            Labelled query texts.
+        relevant : list of list of str, optional
+            Their relevant node ids, one list per query.
+        **options
+            Of :meth:`ExemplarIndex.calibrate`: ``candidates``, ``metric``, ``max_queries``,
+            ``seed``, ``titles``, ``exclude``.
+
+        Raises
+        ------
+        ValueError
+            Over an external vector store: calibration needs the in-memory
+            :class:`~exemplar_svm.ExemplarIndex`.
+        """
+        if isinstance(self._index, StoreIndex):
+            raise ValueError(
+                "calibrate needs the in-memory ExemplarIndex (from_defaults with nodes, a "
+                "docstore or a VectorStoreIndex over the default SimpleVectorStore); over an "
+                "external vector store, calibrate an ExemplarIndex of the same nodes and pass "
+                "its settings as search_kwargs"
+            )
+        index = self._index
+        if queries is None and relevant is None:
+            nodes = [self._nodes[item] for item in index.ids]
+            options.setdefault("titles", [_node_title(node) for node in nodes])
+            return index.calibrate(
+                texts=[node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes],
+                embedder=self._embedder,
+                **options,
+            )
+        if queries is None or relevant is None:
+            raise ValueError("pass both queries and relevant (or neither, for synthetic queries)")
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of query texts, not one string")
+        vectors = (
+            embed_queries(self._embedder, list(queries)) if queries else np.empty((0, index.dim))
+        )
+        return index.calibrate(vectors, relevant, **options)
 
     # -- retrieval -----------------------------------------------------------------------
 
@@ -543,7 +604,9 @@ class ExemplarSVMRetriever(BaseRetriever):
             return None
         if len(rows) == len(ids):
             return whole
-        return ExemplarIndex(whole.vectors[rows], [ids[row] for row in rows])
+        subset = ExemplarIndex(whole.vectors[rows], [ids[row] for row in rows])
+        subset.settings = whole.settings  # the calibrated settings rank the subset too
+        return subset
 
     def _for_index(self, items: list[_Item], index: ExemplarIndex) -> list[_Item] | None:
         """Examples for ``index``: ids of nodes filtered out are passed as their vectors."""
@@ -693,6 +756,14 @@ def _default_embed_model(embed_model: EmbedModel) -> Any:
     # a model the user set is taken from it.
     configured = Settings._embed_model
     return configured if configured is not None else as_embedder(None)
+
+
+def _node_title(node: BaseNode) -> str | None:
+    for key in ("title", "document_title"):
+        title = node.metadata.get(key)
+        if isinstance(title, str) and title.strip():
+            return title
+    return None
 
 
 def _nodes_by_id(nodes: Sequence[BaseNode], index: ExemplarIndex) -> dict[str, BaseNode]:

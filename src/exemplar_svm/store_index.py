@@ -21,6 +21,11 @@ stands in for all the others:
    default) estimated from the background's tail. Otherwise the store's own search with the
    weight vector ranks the collection.
 
+``"knn"`` and ``"prf"`` (the default for a query without positives) train nothing: kNN is one
+store query, PRF two (the query's neighbours, which give the feedback documents, then the
+neighbours of the moved query), the background only estimating the z-scores that choose the
+feedback. Named negatives demote in every mode, over the documents fetched.
+
 With a background at least as large as the store every document is in the problem with its true
 weight, so the search equals :meth:`ExemplarIndex.search` on the same vectors. Memory on the
 client is the background plus the candidates, whatever the size of the store.
@@ -41,21 +46,16 @@ from exemplar_svm._blas import ONE_BLAS_THREAD
 from exemplar_svm._checks import as_matrix, check_count, check_k, unit_rows
 from exemplar_svm._solver import SCORE_TOLERANCE, corpus_products, solve
 from exemplar_svm.index import (
-    DEFAULT_C,
-    DEFAULT_FEEDBACK,
-    DEFAULT_FEEDBACK_WEIGHT,
-    DEFAULT_HYBRID_WEIGHT,
-    DEFAULT_MODE,
-    DEFAULT_NEGATIVE_WEIGHT,
-    DEFAULT_PRIOR,
-    DEFAULT_ROCCHIO,
+    _MIN_FEEDBACK,
+    FEEDBACK_SHARE,
     SEARCH_OPTIONS,
     Examples,
     Hit,
     Mode,
     PriorDirection,
-    check_search_options,
+    _feedback,
     direction_of,
+    resolve_options,
     split_examples,
     top_k,
 )
@@ -286,30 +286,48 @@ class StoreIndex:
         query: ArrayLike,
         k: int = 10,
         *,
-        mode: Mode = DEFAULT_MODE,
+        mode: Mode | None = None,
         positives: Examples = None,
         negatives: Examples = None,
-        C: float = DEFAULT_C,
-        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
-        prior: float = DEFAULT_PRIOR,
-        feedback: int = DEFAULT_FEEDBACK,
-        feedback_weight: float = DEFAULT_FEEDBACK_WEIGHT,
-        hybrid_weight: float = DEFAULT_HYBRID_WEIGHT,
-        rocchio: float = DEFAULT_ROCCHIO,
-        prior_direction: PriorDirection = "query",
-        hard_negatives: int = 0,
-        hard_negative_weight: float = 0.0,
+        C: float | None = None,
+        negative_weight: float | None = None,
+        prior: float | None = None,
+        feedback: int | None = None,
+        feedback_threshold: float | None = None,
+        feedback_weight: float | None = None,
+        prf_weight: float | None = None,
+        hybrid_weight: float | None = None,
+        rocchio: float | None = None,
+        demote: float | None = None,
+        prior_direction: PriorDirection | None = None,
+        hard_negatives: int | None = None,
+        hard_negative_weight: float | None = None,
     ) -> list[Hit]:
         """Rank the store for ``query``; the best ``k`` documents, best first.
 
         Takes the arguments of :meth:`ExemplarIndex.search`, with store ids as examples, and
-        every mode but ``"lda"``.
-        ``"hybrid"`` z-scores are estimated from the fetched documents and the background.
+        every mode but ``"lda"``; an option left at ``None`` takes the library's default
+        (:data:`exemplar_svm.index.SEARCH_DEFAULTS`: a StoreIndex has no calibrated settings).
+
+        The estimates a search over the store makes, exact when the background covers it:
+
+        - ``"prf"`` (and ``"auto"`` without positives) asks the store twice: for the nearest
+          documents of the kNN direction (``max(candidates, feedback + named, k + named)``),
+          whose scores are z-scored with the background's mean and deviation to choose the
+          feedback documents, then for the nearest of the moved direction.
+        - ``"auto"`` with positives is ``"hybrid"``: the SVM trained on the fetched documents
+          and the background, mixed with the PRF scores of the same documents; its z-scores
+          are estimated from the fetched documents and the background.
+        - Named negatives demote documents in every mode, with the spread of the scores
+          estimated on the background. Demotion only lowers scores: when it drops the
+          ``k``-th hit below the least score the store returned, the store is asked for twice
+          as many (up to ``max_candidates``), so no document it did not return beats a hit.
         """
         k = check_k(k)
         # Every ranking option is a parameter of this method, named as in SEARCH_OPTIONS.
         arguments = locals()
-        options = check_search_options({name: arguments[name] for name in SEARCH_OPTIONS})
+        options = resolve_options({}, {name: arguments[name] for name in SEARCH_OPTIONS})
+        mode = options["mode"]
         if mode == "lda":
             raise ValueError(
                 "mode 'lda' whitens with the covariance of the whole collection, which a "
@@ -333,6 +351,9 @@ class StoreIndex:
             neg_vectors = np.vstack([neg_vectors, self._fetch(neg_ids, "negatives")])
         if total <= len(named):
             return []
+        if mode == "auto":
+            mode = "hybrid" if len(pos_vectors) else "prf"
+        options["mode"] = mode
 
         query_direction = direction_of(queries)
         positive_set = np.vstack([queries, pos_vectors])
@@ -342,14 +363,47 @@ class StoreIndex:
             knn_direction = direction_of(
                 (centroid - options["rocchio"] * neg_vectors.mean(axis=0))[np.newaxis]
             )
-        if mode == "knn":
-            answer = self._nearest([knn_direction], [min(total, k + len(named))], dim)
-            found = _gather(answer, [knn_direction], [], sample[:0])
-            scores = corpus_products(found.vectors, np.atleast_2d(knn_direction))[:, 0]
-            return _hits(found, scores, _named_rows(found, named), k, query_direction)
+        # The background documents that may be hits stand for the store's in every estimate of
+        # a mean or a spread over the corpus (the feedback's z-scores, the demotion's scale).
+        free = sample[np.array([item not in named for item in sample_ids], dtype=bool)]
+        knn_free = _cosines(free, knn_direction)
+        knn_stats = (float(knn_free.mean()), float(knn_free.std())) if len(free) else (0.0, 0.0)
+        demotion = _Demotion.of(options["demote"], centroid, neg_vectors, free)
+        # At most half the candidates, so a small store keeps negatives to train against.
+        feedback = min(options["feedback"], (total - len(named)) // FEEDBACK_SHARE)
+        if mode in ("knn", "prf"):
+            aim, answer = knn_direction, None
+            if mode == "prf" and options["prf_weight"] and feedback:
+                size = max(self.candidates, feedback + len(named), _wanted(k, named, demotion))
+                answer = self._nearest([knn_direction], [min(total, size)], dim)
+                near = _gather(answer, [knn_direction], [], sample[:0])
+                rows, weights = _feedback(
+                    _cosines(near.vectors, knn_direction),
+                    ~_named_rows(near, named),
+                    feedback,
+                    options["feedback_threshold"],
+                    knn_stats,
+                )
+                if len(rows):
+                    moved = knn_direction + options["prf_weight"] * (weights @ near.vectors[rows])
+                    aim, answer = direction_of(moved[np.newaxis]), None
+            return self._nearest_hits(aim, k, named, total, dim, query_direction, demotion, answer)
 
+        if len(neg_vectors):
+            # As ExemplarIndex weighs them: the named negatives together at most half the store.
+            options["negative_weight"] = min(
+                options["negative_weight"], max(1.0, total / (2 * len(neg_vectors)))
+            )
         problem = _Problem(
-            options, total, named, positive_set, neg_vectors, centroid, knn_direction
+            options,
+            total,
+            named,
+            positive_set,
+            neg_vectors,
+            centroid,
+            knn_direction,
+            knn_stats,
+            feedback,
         )
         # A first model against the background alone says where the margin lies, before any
         # store query, so both fetches (the query's neighbours, and the documents that model
@@ -358,7 +412,7 @@ class StoreIndex:
             guess = problem.guess(sample_ids, sample)
         norm = float(np.linalg.norm(guess.w))
         extra = min(self.max_candidates, math.ceil(_VIOLATOR_MARGIN * guess.violators))
-        aims, sizes = [knn_direction], [self.candidates]
+        aims, sizes = [knn_direction], [max(self.candidates, feedback)]
         if norm and extra:  # a zero model (positives like the background) aims nowhere
             aims.append(guess.w / norm)
             sizes.append(extra)
@@ -371,12 +425,16 @@ class StoreIndex:
         )
         with ONE_BLAS_THREAD:
             model = problem.train(found)
-            direction, offset, scores = problem.ranking(model, found.vectors, problem.knn)
+            direction, offset, plain = problem.ranking(model, found.vectors, problem.knn)
+        scores = plain
+        if demotion is not None:
+            scores = plain - demotion.penalty(found.vectors, direction)
         excluded = _named_rows(found, named)
         hits = _hits(found, scores, excluded, k, query_direction)
         if model.covers:  # every document of the store is a candidate
             return hits
         if len(hits) == k:
+            # Demotion only lowers scores: the bounds of the undemoted ones still hold.
             if hits[-1].score - offset > _bound(direction, found.regions):
                 return hits
             if self.skip_when == "estimated":
@@ -384,24 +442,67 @@ class StoreIndex:
                 outside = total - found.fetched
                 if _expected_misses(rest, outside, hits[-1].score) < _EXPECTED_MISSES:
                     return hits
-        # The candidates may not hold the top k: let the store rank the collection.
-        ids = self.store.search_by_vector(
-            (direction / np.linalg.norm(direction)).astype(F32), k + len(named)
-        )
-        unseen = [item for item in dict.fromkeys(ids) if item not in found.position]
-        if not unseen:
-            return hits
-        vectors = self._fetch(unseen, "results")
-        more = _Candidates(
-            [*found.ids, *unseen],
-            np.concatenate([found.vectors, vectors]),
-            found.fetched,
-            found.position,
-            found.regions,
-        )
-        scores = np.r_[scores, corpus_products(vectors, np.atleast_2d(direction))[:, 0] + offset]
-        excluded = np.r_[excluded, [item in named for item in unseen]]
-        return _hits(more, scores, excluded, k, query_direction)
+        # The candidates may not hold the top k: let the store rank the collection, asking for
+        # more while demoted documents leave room for ones it did not return.
+        unit = (direction / np.linalg.norm(direction)).astype(F32)
+        size = min(total, _wanted(k, named, demotion))
+        cap = max(self.max_candidates, size)
+        while True:
+            ids = list(dict.fromkeys(self.store.search_by_vector(unit, size)))
+            unseen = [item for item in ids if item not in found.position]
+            if unseen:
+                vectors = self._fetch(unseen, "results")
+                more = corpus_products(vectors, np.atleast_2d(direction))[:, 0] + offset
+                plain = np.r_[plain, more]
+                if demotion is not None:
+                    more = more - demotion.penalty(vectors, direction)
+                scores = np.r_[scores, more]
+                position = dict(found.position)
+                position.update(zip(unseen, range(len(found.ids), len(plain)), strict=True))
+                found = _Candidates(
+                    [*found.ids, *unseen],
+                    np.concatenate([found.vectors, vectors]),
+                    found.fetched,
+                    position,
+                    found.regions,
+                )
+            hits = _hits(found, scores, _named_rows(found, named), k, query_direction)
+            least = min((float(plain[found.position[item]]) for item in ids), default=-math.inf)
+            if len(ids) < size or size >= min(total, cap) or _complete(hits, k, least):
+                return hits
+            size = min(total, cap, 2 * size)
+
+    def _nearest_hits(
+        self,
+        aim: NDArray[F64],
+        k: int,
+        named: set[str],
+        total: int,
+        dim: int,
+        query_direction: NDArray[F64],
+        demotion: _Demotion | None,
+        answer: list[tuple[list[str], NDArray[F32]]] | None = None,
+    ) -> list[Hit]:
+        """The best ``k`` by cosine to the unit ``aim`` (demoted), from the store's nearest
+        documents (``answer`` if already fetched): twice as many asked for while demoted
+        documents leave room for ones it did not return."""
+        size = min(total, _wanted(k, named, demotion))
+        if answer is not None:
+            size = max(size, len(answer[0][0]))
+        cap = max(self.max_candidates, size)
+        while True:
+            if answer is None:
+                answer = self._nearest([aim], [size], dim)
+            found = _gather(answer, [aim], [], np.empty((0, dim), dtype=F32))
+            plain = _cosines(found.vectors, aim)
+            scores = plain
+            if demotion is not None:
+                scores = plain - demotion.penalty(found.vectors, aim)
+            hits = _hits(found, scores, _named_rows(found, named), k, query_direction)
+            least = float(plain.min()) if len(plain) else -math.inf
+            if len(found.ids) < size or size >= min(total, cap) or _complete(hits, k, least):
+                return hits
+            size, answer = min(total, cap, 2 * size), None
 
     def _nearest(
         self, aims: Sequence[NDArray[F64]], sizes: Sequence[int], dim: int
@@ -483,6 +584,57 @@ def _hits(
     ]
 
 
+def _cosines(vectors: NDArray[F32], direction: NDArray[F64]) -> NDArray[F64]:
+    """``vectors @ direction`` in float32, as :class:`ExemplarIndex` scores kNN and PRF."""
+    return np.asarray(vectors @ direction.astype(F32), dtype=F64)
+
+
+def _wanted(k: int, named: set[str], demotion: _Demotion | None) -> int:
+    """How many documents a ranking asks the store for: ``k`` more while some are demoted."""
+    return k + len(named) + (k if demotion is not None else 0)
+
+
+def _complete(hits: list[Hit], k: int, least: float) -> bool:
+    """Whether ``hits`` are the top ``k``: the store ranked every document it did not return
+    at most ``least`` before demotion, which only lowers scores."""
+    return len(hits) == k and hits[-1].score >= least
+
+
+@dataclass
+class _Demotion:
+    """The named negatives' demotion, as :class:`ExemplarIndex` demotes: a document more like
+    one of them than like the positives' centroid loses ``demote`` times the excess, scaled by
+    the spread of the ranking's scores over that of the centroid's cosines (both estimated on
+    the background's documents that may be hits)."""
+
+    demote: float
+    directions: NDArray[F32]  # the positives' centroid, then the negatives
+    free: NDArray[F32]  # the background's documents that may be hits
+    spread: float  # of the free documents' cosines to the centroid
+
+    @classmethod
+    def of(
+        cls, demote: float, centroid: NDArray[F64], negatives: NDArray[Any], free: NDArray[F32]
+    ) -> _Demotion | None:
+        if not demote or not len(negatives):
+            return None
+        directions = np.vstack([centroid, negatives]).astype(F32)
+        spread = float(_cosines(free, centroid).std()) if len(free) else 0.0
+        return cls(demote, directions, free, spread)
+
+    def penalty(self, vectors: NDArray[F32], direction: NDArray[F64]) -> NDArray[F64]:
+        """What each row loses under a ranking by ``direction @ x`` (plus any offset)."""
+        if not len(self.free):
+            scale = 1.0
+        else:
+            spread = float(corpus_products(self.free, np.atleast_2d(direction))[:, 0].std())
+            scale = spread / (self.spread or 1.0)
+        products = vectors @ self.directions.T
+        excess = np.maximum(products[:, 1:].max(axis=1) - products[:, 0], 0.0).astype(F64)
+        penalty: NDArray[F64] = self.demote * scale * excess
+        return penalty
+
+
 @dataclass
 class _Model:
     w: NDArray[F64]
@@ -504,6 +656,8 @@ class _Problem:
         neg_vectors: NDArray[F64],
         centroid: NDArray[F64],
         knn_direction: NDArray[F64],
+        knn_stats: tuple[float, float],
+        feedback: int,
     ) -> None:
         self.options = options
         self.total = total
@@ -512,7 +666,11 @@ class _Problem:
         self.neg_vectors = neg_vectors
         self.centroid = centroid
         self.knn_direction = knn_direction
-        # The kNN scores of the candidates, once they are known.
+        # The kNN scores' mean and deviation over the store (estimated on the background).
+        self.knn_stats = knn_stats
+        self.feedback = feedback  # at most this many feedback documents
+        # The hybrid's kNN side (moved by PRF) and its scores on the candidates, once known.
+        self.knn_side = knn_direction
         self.knn = np.empty(0)
 
     def guess(self, sample_ids: Sequence[str], sample: NDArray[F32]) -> _Model:
@@ -522,8 +680,32 @@ class _Problem:
         rest = int((~excluded).sum())
         share = outside / rest if rest and outside > 0 else 0.0
         stand_in = np.where(excluded, 0.0, share)
+        # The feedback documents the sample holds (about ``feedback / share``), together
+        # weighing as much as the store's feedback is expected to, so the guess leans where the
+        # model trained with the store's feedback will.
+        weights = stand_in.copy()
+        feedback = np.empty(0, dtype=np.intp)
+        stands_for = 0.0
+        if self.feedback and share:
+            knn = _cosines(sample, self.knn_direction)
+            threshold = self.options["feedback_threshold"]
+            most = max(1, round(self.feedback / share))
+            feedback, _ = _feedback(knn, ~excluded, most, threshold, self.knn_stats)
+            expected = float(self.feedback)
+            if threshold:  # as many as lie above the threshold, but at least the minimum
+                mean, spread = self.knn_stats
+                above = np.count_nonzero((knn[feedback] - mean) / (spread or 1.0) >= threshold)
+                expected = max(min(expected, above * share), min(_MIN_FEEDBACK, expected))
+            if len(feedback):
+                stands_for = expected / len(feedback)
+            weights[feedback] = 0.0
         w, b, scores = self._solve(
-            sample, stand_in, stand_in, np.empty((0, sample.shape[1])), _SAMPLE_TOLERANCE
+            sample,
+            weights,
+            stand_in,
+            sample[feedback].astype(F64),
+            _SAMPLE_TOLERANCE,
+            feedback_share=stands_for,
         )
         violators = share * float(np.count_nonzero(scores[~excluded] > -1))
         return _Model(w, b, violators, stand_in, rest == outside)
@@ -532,22 +714,34 @@ class _Problem:
         """The model against the candidates: fetched ones weigh 1, the unfetched background
         stands for the rest of the store.
 
-        The nearest documents by kNN become positives (feedback) or weighted negatives; they
-        are looked for among the candidates (with a background as large as the store, that is
-        every document).
+        The nearest documents by kNN become positives (feedback, chosen as
+        :class:`ExemplarIndex` chooses them, with the store's z-scores estimated on the
+        background) or weighted negatives; they are looked for among the candidates (with a
+        background as large as the store, that is every document). The feedback documents
+        also move the hybrid's kNN side (PRF).
         """
         options = self.options
         excluded = _named_rows(found, self.named)
         n = len(found.ids)
-        knn = corpus_products(found.vectors, np.atleast_2d(self.knn_direction))[:, 0]
+        knn = _cosines(found.vectors, self.knn_direction)
         self.knn = knn
         rows = np.flatnonzero(~excluded)
         order = rows[np.lexsort((rows, -knn[rows]))]
-        # At most half the candidates, so a small store keeps negatives to train against.
+        feedback_rows, feedback_weights = _feedback(
+            knn, ~excluded, self.feedback, options["feedback_threshold"], self.knn_stats
+        )
+        feedback = len(feedback_rows)
+        if options["mode"] == "hybrid" and options["prf_weight"] and feedback:
+            moved = self.knn_direction + options["prf_weight"] * (
+                feedback_weights @ found.vectors[feedback_rows]
+            )
+            self.knn_side = direction_of(moved[np.newaxis])
+            self.knn = _cosines(found.vectors, self.knn_side)
         unlabeled = self.total - len(self.named)
-        feedback = min(options["feedback"], unlabeled // 2)
         hard = max(min(options["hard_negatives"], unlabeled - feedback - 1), 0)
-        chosen = order[: feedback + hard]
+        # The hard negatives: the nearest documents that are not feedback ones.
+        others = order[~np.isin(order, feedback_rows)]
+        chosen = np.r_[feedback_rows, others[:hard]].astype(np.intp)
         # Known documents stand for themselves: the fetched ones and the chosen ones.
         known = np.zeros(n, dtype=bool)
         known[: found.fetched] = True
@@ -581,13 +775,15 @@ class _Problem:
         stand_in: NDArray[F64],
         feedback: NDArray[F64],
         tolerance: float,
+        feedback_share: float = 1.0,
     ) -> tuple[NDArray[F64], float, NDArray[F64]]:
-        """The model on ``rows``; ``tolerance`` bounds its scores' distance from the optimum's."""
+        """The model on ``rows``; ``tolerance`` bounds its scores' distance from the optimum's.
+        Each ``feedback`` row stands for ``feedback_share`` feedback documents."""
         options = self.options
         positives = np.vstack([self.positive_set, feedback])
         positive_weights = np.r_[
             np.ones(len(self.positive_set)),
-            np.full(len(feedback), options["feedback_weight"]),
+            np.full(len(feedback), options["feedback_weight"] * feedback_share),
         ]
         center = None
         if options["prior"]:
@@ -626,7 +822,7 @@ class _Problem:
         direction = np.zeros_like(model.w)
         offset = 0.0
         scores = np.zeros(len(svm))
-        parts = ((share, model.w, model.b, svm), (1 - share, self.knn_direction, 0.0, knn))
+        parts = ((share, model.w, model.b, svm), (1 - share, self.knn_side, 0.0, knn))
         for part, u, c, values in parts:
             mean = float(np.average(values, weights=model.stand_in))
             spread = float(np.average((values - mean) ** 2, weights=model.stand_in))
