@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import as_matrix
-from exemplar_svm.embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
+from exemplar_svm.embedders import Embedder
 from exemplar_svm.evaluation import TIE_TOLERANCE, average_precision, ndcg
 from exemplar_svm.index import ExemplarIndex, check_search_options, resolve_options
 
@@ -399,16 +399,9 @@ def sample_synthetic_queries(
 
 
 def embed_queries(embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float32]:
-    """Embed query texts, one row each.
-
-    The :class:`~exemplar_svm.Embedder` protocol has no batch for queries; the embedders that
-    embed a query exactly like a document (sentence-transformers, OpenAI-compatible servers)
-    are sent batches with ``embed_documents``, any other gets ``embed_query`` once per text.
-    """
+    """Embed query texts with ``embed_query``, one row each (as a search embeds its query)."""
     if not texts:
         raise ValueError("no query texts to embed")
-    if isinstance(embedder, (SentenceTransformerEmbedder, OpenAIEmbedder)):
-        return np.asarray(embedder.embed_documents(list(texts)), dtype=np.float32)
     return np.vstack([np.asarray(embedder.embed_query(text), dtype=np.float32) for text in texts])
 
 

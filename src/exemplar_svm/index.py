@@ -742,9 +742,7 @@ def _plan(
     if both:
         clash = corpus.ids[min(both)]
         raise ValueError(f"document {clash!r} is named both as a positive and a negative")
-    mode = checked["mode"]
-    if mode == "auto":
-        mode = "hybrid" if pos_rows or len(pos_vectors) else "prf"
+    mode = concrete_mode(checked["mode"], bool(pos_rows or len(pos_vectors)))
 
     vectors = corpus.vectors
     candidates = np.ones(len(vectors), dtype=bool)
@@ -759,18 +757,19 @@ def _plan(
     knn_direction = centroid
     if rocchio and len(negative_set):
         knn_direction = direction_of((centroid - rocchio * negative_set.mean(axis=0))[np.newaxis])
-    knn_scores: NDArray[Any] = vectors @ knn_direction.astype(np.float32)
-    positive_scores = knn_scores
-    excess = None
+    feedback = 0 if mode == "knn" else min(feedback, int(candidates.sum()) // FEEDBACK_SHARE)
+    # The textbook SVM (no feedback, no hard negatives) needs no kNN pass.
+    knn_scores: NDArray[Any] | None = None
+    if mode in ("knn", "prf", "hybrid") or feedback or hard_negatives:
+        knn_scores = vectors @ knn_direction.astype(np.float32)
+    positive_scores = excess = None
     if len(negative_set) and checked["demote"]:
-        # One more pass: the centroid's cosines (when Rocchio moved the kNN direction) and
-        # every negative's, for the demotion.
+        # One more pass: the centroid's cosines and every negative's, for the demotion.
         directions = np.vstack([centroid, negative_set]).astype(np.float32)
         products = vectors @ directions.T
-        positive_scores = products[:, 0] if rocchio else knn_scores
+        positive_scores = products[:, 0]
         excess = np.maximum(products[:, 1:].max(axis=1) - positive_scores, 0.0).astype(np.float64)
     demotion = {"excess": excess, "demote": checked["demote"], "positive_scores": positive_scores}
-    feedback = min(feedback, int(candidates.sum()) // FEEDBACK_SHARE)
     feedback_rows, feedback_weights = _feedback(
         knn_scores, candidates, feedback, checked["feedback_threshold"]
     )
@@ -780,12 +779,10 @@ def _plan(
         kind_scores = vectors @ direction_of(moved[np.newaxis]).astype(np.float32)
     if mode in ("knn", "prf"):
         return _Plan(corpus, candidates, query_direction, kind_scores, None, None, **demotion)
-    # Every corpus row that is not a positive is a negative; named ones weigh more, but all of
-    # them together at most half as much as the corpus, so that on a small corpus they cannot
-    # outweigh the query and lift what is merely unlike them.
-    named = len(neg_rows) + len(neg_vectors)
-    if named:
-        negative_weight = min(negative_weight, max(1.0, len(vectors) / (2 * named)))
+    # Every corpus row that is not a positive is a negative; named ones weigh more.
+    negative_weight = named_negative_weight(
+        negative_weight, len(vectors), len(neg_rows) + len(neg_vectors)
+    )
     weights = np.ones(len(vectors))
     weights[neg_rows] = negative_weight
     weights[pos_rows] = 0.0
@@ -797,7 +794,7 @@ def _plan(
     # The nearest documents after the feedback ones, keeping at least one negative.
     unweighted = candidates & (weights > 0)
     hard_negatives = min(hard_negatives, int(unweighted.sum()) - 1)
-    if hard_negatives > 0:
+    if hard_negatives > 0 and knn_scores is not None:
         rows = top_k(knn_scores.astype(np.float64), unweighted, hard_negatives)
         weights[rows] = hard_negative_weight
     center = None
@@ -831,8 +828,24 @@ def _plan(
     )
 
 
+def concrete_mode(mode: Mode, has_positives: bool) -> Mode:
+    """The mode a search runs: ``"auto"`` is ``"hybrid"`` with positives, else ``"prf"``."""
+    if mode != "auto":
+        return mode
+    return "hybrid" if has_positives else "prf"
+
+
+def named_negative_weight(weight: float, corpus_size: int, named: int) -> float:
+    """The SVM loss weight of each of ``named`` counter-examples: ``weight``, but all of them
+    together at most half the corpus, so that on a small corpus they cannot outweigh the
+    query and lift what is merely unlike them."""
+    if not named:
+        return weight
+    return min(weight, max(1.0, corpus_size / (2 * named)))
+
+
 def _feedback(
-    scores: NDArray[Any],
+    scores: NDArray[Any] | None,
     candidates: NDArray[np.bool_],
     most: int,
     threshold: float,
@@ -847,7 +860,7 @@ def _feedback(
     the ``most`` nearest, equally weighted. ``stats`` are the mean and standard deviation the
     z-scores use instead of the candidates' (a StoreIndex estimates them from its sample).
     """
-    if most <= 0:
+    if most <= 0 or scores is None:
         return np.empty(0, dtype=np.intp), np.empty(0)
     rows = top_k(np.asarray(scores, dtype=np.float64), candidates, most)
     if not threshold:

@@ -54,7 +54,9 @@ from exemplar_svm.index import (
     Mode,
     PriorDirection,
     _feedback,
+    concrete_mode,
     direction_of,
+    named_negative_weight,
     resolve_options,
     split_examples,
     top_k,
@@ -351,8 +353,7 @@ class StoreIndex:
             neg_vectors = np.vstack([neg_vectors, self._fetch(neg_ids, "negatives")])
         if total <= len(named):
             return []
-        if mode == "auto":
-            mode = "hybrid" if len(pos_vectors) else "prf"
+        mode = concrete_mode(mode, bool(len(pos_vectors)))
         options["mode"] = mode
 
         query_direction = direction_of(queries)
@@ -369,7 +370,6 @@ class StoreIndex:
         knn_free = _cosines(free, knn_direction)
         knn_stats = (float(knn_free.mean()), float(knn_free.std())) if len(free) else (0.0, 0.0)
         demotion = _Demotion.of(options["demote"], centroid, neg_vectors, free)
-        # At most half the candidates, so a small store keeps negatives to train against.
         feedback = min(options["feedback"], (total - len(named)) // FEEDBACK_SHARE)
         if mode in ("knn", "prf"):
             aim, answer = knn_direction, None
@@ -389,11 +389,9 @@ class StoreIndex:
                     aim, answer = direction_of(moved[np.newaxis]), None
             return self._nearest_hits(aim, k, named, total, dim, query_direction, demotion, answer)
 
-        if len(neg_vectors):
-            # As ExemplarIndex weighs them: the named negatives together at most half the store.
-            options["negative_weight"] = min(
-                options["negative_weight"], max(1.0, total / (2 * len(neg_vectors)))
-            )
+        options["negative_weight"] = named_negative_weight(
+            options["negative_weight"], total, len(neg_vectors)
+        )
         problem = _Problem(
             options,
             total,
