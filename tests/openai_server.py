@@ -16,6 +16,9 @@ Usage::
 
         server.fail_next(500, times=2)  # the next two requests get HTTP 500
         server.delay_next(5.0)  # the request after those waits 5 s before answering
+        server.reply_next(b"<html>bad gateway</html>")  # then a body that is not JSON
+        server.reply_next(lambda reply: {**reply, "data": reply["data"][:1]})  # an edited reply
+        server.drop_next()  # then a connection closed without an answer
 
 Behaviour
 ---------
@@ -30,9 +33,14 @@ Behaviour
   to check that clients order results by ``index`` rather than by position.
 * With ``api_key="..."`` requests without ``Authorization: Bearer <that key>`` get a 401.
 * Scripted behaviours (:meth:`~OpenAICompatibleServer.fail_next`,
-  :meth:`~OpenAICompatibleServer.delay_next`) are consumed one per embeddings request, in the
+  :meth:`~OpenAICompatibleServer.delay_next`, :meth:`~OpenAICompatibleServer.reply_next`,
+  :meth:`~OpenAICompatibleServer.drop_next`) are consumed one per embeddings request, in the
   order they were scripted; requests are recorded (in :attr:`~OpenAICompatibleServer.requests`)
   on arrival, before any scripted failure or delay, so retries are counted.
+* :meth:`~OpenAICompatibleServer.reply_next` misbehaves the way broken servers and proxies do:
+  it sends given bytes verbatim, or the real reply as edited by a function (JSON-encoded with
+  ``NaN`` and ``Infinity`` allowed), with HTTP 200. :meth:`~OpenAICompatibleServer.drop_next`
+  closes the connection without answering, as a crashing server does.
 * Other paths get a 404, other methods a 405.
 """
 
@@ -102,6 +110,20 @@ class _Delay:
     seconds: float
 
 
+@dataclass(frozen=True)
+class _Reply:
+    body: bytes | Callable[[dict[str, Any]], Any]
+    status: int
+
+
+@dataclass(frozen=True)
+class _Drop:
+    pass
+
+
+_Scripted = _Failure | _Delay | _Reply | _Drop
+
+
 class OpenAICompatibleServer:
     """An OpenAI-compatible ``/v1/embeddings`` endpoint on ``127.0.0.1`` (a free port).
 
@@ -136,7 +158,7 @@ class OpenAICompatibleServer:
         self._lock = threading.Lock()
         self._embed_lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
-        self._script: deque[_Failure | _Delay] = deque()
+        self._script: deque[_Scripted] = deque()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -228,6 +250,27 @@ class OpenAICompatibleServer:
         with self._lock:
             self._script.extend([_Delay(seconds)] * times)
 
+    def reply_next(
+        self,
+        body: bytes | Callable[[dict[str, Any]], Any],
+        *,
+        times: int = 1,
+        status: int = 200,
+    ) -> None:
+        """Answer the next ``times`` embeddings requests with a reply of your making.
+
+        ``body`` is either the bytes to send (verbatim, as ``application/json``), or a function
+        that receives the real reply (a dict, as :meth:`_embeddings` builds it) and returns the
+        object to send instead, JSON-encoded with ``NaN`` and ``Infinity`` allowed.
+        """
+        with self._lock:
+            self._script.extend([_Reply(body, status)] * times)
+
+    def drop_next(self, times: int = 1) -> None:
+        """Close the connection of the next ``times`` embeddings requests without answering."""
+        with self._lock:
+            self._script.extend([_Drop()] * times)
+
     def reset(self) -> None:
         """Forget recorded requests and any scripted behaviour not yet used."""
         with self._lock:
@@ -264,7 +307,7 @@ class OpenAICompatibleServer:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _record(self, request: RecordedRequest) -> _Failure | _Delay | None:
+    def _record(self, request: RecordedRequest) -> _Scripted | None:
         with self._lock:
             self._requests.append(request)
             return self._script.popleft() if self._script else None
@@ -402,6 +445,14 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(scripted, _Delay) and owner._stopping.wait(scripted.seconds):
             self.close_connection = True
             return  # closing: the client has given up or the test is over
+        if isinstance(scripted, _Drop):
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if isinstance(scripted, _Reply):
+            self._send_reply(scripted, body)
+            return
         if owner.api_key is not None and headers.get("authorization") != f"Bearer {owner.api_key}":
             self._send(401, _error(401, "Incorrect API key provided"))
             return
@@ -411,6 +462,17 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 500, _error(500, f"{type(exc).__name__}: {exc}")
         self._send(status, payload)
 
+    def _send_reply(self, scripted: _Reply, body: Any) -> None:
+        if isinstance(scripted.body, bytes):
+            data = scripted.body
+        else:
+            status, payload = self.server.owner._embeddings(body)
+            if status != 200:  # a bad request stays a bad request
+                self._send(status, payload)
+                return
+            data = json.dumps(scripted.body(payload)).encode()
+        self._send_bytes(scripted.status, data)
+
     def do_GET(self) -> None:
         status = 405 if self.path.split("?", 1)[0].rstrip("/") == "/v1/embeddings" else 404
         self._send(status, _error(status, f"GET {self.path} is not supported"))
@@ -418,7 +480,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
     ) -> None:
-        data = json.dumps(payload).encode()
+        self._send_bytes(status, json.dumps(payload).encode(), headers)
+
+    def _send_bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -24,6 +24,7 @@ import pytest
 
 from exemplar_svm import (
     Embedder,
+    EmbeddingError,
     LangChainEmbedder,
     LlamaIndexEmbedder,
     OpenAIEmbedder,
@@ -245,7 +246,7 @@ def test_server_shuts_down_cleanly(local_embedder):
     port = server.port
     make_openai(server).embed_query("hello")  # leaves a keep-alive connection open
     server.delay_next(30)
-    with pytest.raises(openai.APITimeoutError):  # leaves a request stalled on the server
+    with pytest.raises(EmbeddingError, match="no answer"):  # leaves a request stalled
         make_openai(server, timeout=0.5, max_retries=0).embed_query("hello")
 
     started = time.monotonic()
@@ -279,8 +280,9 @@ def test_openai_dimensions_are_passed_through(server, local_embedder):
 def test_openai_too_many_dimensions_is_a_bad_request(server):
     embedder = make_openai(server, dimensions=DIM + 1)
 
-    with pytest.raises(openai.BadRequestError, match="dimensions"):
+    with pytest.raises(EmbeddingError, match="HTTP 400: 'dimensions' must be") as excinfo:
         embedder.embed_query("hello")
+    assert isinstance(excinfo.value.__cause__, openai.BadRequestError)
 
 
 def test_openai_sends_the_api_key_as_bearer(server):
@@ -289,8 +291,9 @@ def test_openai_sends_the_api_key_as_bearer(server):
     make_openai(server, api_key="sk-secret-123", batch_size=4).embed_documents(SENTENCES)
     assert server.authorizations == ["Bearer sk-secret-123", "Bearer sk-secret-123"]
 
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(EmbeddingError, match="HTTP 401: Incorrect API key") as excinfo:
         make_openai(server, api_key="sk-wrong").embed_query("hello")
+    assert isinstance(excinfo.value.__cause__, openai.AuthenticationError)
 
 
 def test_openai_base_url_without_api_key_uses_a_placeholder(server, clean_openai_env):
@@ -322,10 +325,11 @@ def test_openai_bad_request_is_not_retried(server):
     server.fail_next(400, message="input is not allowed here")
     embedder = make_openai(server, max_retries=2)
 
-    with pytest.raises(openai.BadRequestError, match="input is not allowed here") as excinfo:
+    with pytest.raises(EmbeddingError, match="HTTP 400: input is not allowed here") as excinfo:
         embedder.embed_documents(SENTENCES[:2])
 
-    assert excinfo.value.status_code == 400
+    assert isinstance(excinfo.value.__cause__, openai.BadRequestError)
+    assert excinfo.value.__cause__.status_code == 400
     assert server.request_count == 1
 
 
@@ -344,10 +348,11 @@ def test_openai_persistent_server_error_raises_after_the_retries(server):
     server.fail_next(500, times=5, retry_after=0.01)
     embedder = make_openai(server, max_retries=1)
 
-    with pytest.raises(openai.InternalServerError) as excinfo:
+    with pytest.raises(EmbeddingError, match=r"HTTP 500 \(after 1 retry\)") as excinfo:
         embedder.embed_query("hello")
 
-    assert excinfo.value.status_code == 500
+    assert isinstance(excinfo.value.__cause__, openai.InternalServerError)
+    assert excinfo.value.__cause__.status_code == 500
     assert server.request_count == 2
 
 
@@ -356,8 +361,9 @@ def test_openai_timeout_raises(server):
     embedder = make_openai(server, timeout=0.5, max_retries=0)
 
     started = time.monotonic()
-    with pytest.raises(openai.APITimeoutError):
+    with pytest.raises(EmbeddingError, match=r"no answer within 0\.5 s") as excinfo:
         embedder.embed_query("hello")
+    assert isinstance(excinfo.value.__cause__, openai.APITimeoutError)
     elapsed = time.monotonic() - started
 
     assert elapsed < 10  # generous: the client gave up long before the server answered
@@ -391,12 +397,14 @@ async def test_openai_async_against_the_server(server, local_embedder):
 
 async def test_openai_async_errors_and_timeouts(server):
     server.fail_next(400)
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(EmbeddingError, match="HTTP 400") as excinfo:
         await make_openai(server).aembed_documents(["hello"])
+    assert isinstance(excinfo.value.__cause__, openai.BadRequestError)
 
     server.delay_next(30)
-    with pytest.raises(openai.APITimeoutError):
+    with pytest.raises(EmbeddingError, match=r"no answer within 0\.5 s") as excinfo:
         await make_openai(server, timeout=0.5, max_retries=0).aembed_query("hello")
+    assert isinstance(excinfo.value.__cause__, openai.APITimeoutError)
 
     assert server.request_count == 2
 

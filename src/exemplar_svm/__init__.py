@@ -2,6 +2,7 @@
 
 from exemplar_svm.embedders import (
     Embedder,
+    EmbeddingError,
     LangChainEmbedder,
     LlamaIndexEmbedder,
     OpenAIEmbedder,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MODES",
     "Embedder",
+    "EmbeddingError",
     "ExemplarIndex",
     "Hit",
     "LangChainEmbedder",

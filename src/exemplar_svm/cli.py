@@ -25,6 +25,7 @@ from exemplar_svm.corpus import ID_KEYS, Record, read_corpus, read_jsonl, sample
 from exemplar_svm.embedders import (
     DEFAULT_MODEL,
     Embedder,
+    EmbeddingError,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
 )
@@ -433,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tune":
             return _tune(args)
         return _search(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EmbeddingError) as exc:
         print(f"exemplar-svm: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import sys
 import threading
-from collections.abc import Generator, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -195,11 +197,29 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+class EmbeddingError(RuntimeError):
+    """An embedding server failed: it could not be reached, refused the request or sent a
+    reply that is not a valid embeddings response.
+
+    Raised by :class:`OpenAIEmbedder` after the client's retries. The message names the
+    server's URL and the cause; the exception that revealed it (the ``openai`` client's error,
+    or the JSON parser's) is kept as ``__cause__``.
+    """
+
+
 class OpenAIEmbedder(BaseEmbedder):
     """Any OpenAI-compatible ``/embeddings`` endpoint, through the ``openai`` package.
 
     Works with OpenAI itself and with servers that speak its API: Azure-style gateways, Ollama,
     vLLM, llama.cpp, text-embeddings-inference.
+
+    Every reply is checked before it is used: one embedding per text, their ``index`` fields
+    exactly ``0`` to ``n - 1``, each a list of finite numbers, all of one length (``dimensions``
+    when given, and the same as earlier replies for this model). Any failure raises
+    :class:`EmbeddingError`, naming the URL and the cause.
+
+    One embedder can be used from several threads and from several event loops (each
+    ``asyncio.run`` is one): each event loop gets an async client of its own.
 
     Parameters
     ----------
@@ -217,6 +237,12 @@ class OpenAIEmbedder(BaseEmbedder):
         Seconds before a request is abandoned (then retried).
     batch_size, show_progress
         See :class:`BaseEmbedder`.
+
+    Raises
+    ------
+    EmbeddingError
+        From the embedding methods, when the server cannot be reached, answers with an error
+        (after the retries) or sends a malformed reply.
     """
 
     def __init__(
@@ -245,14 +271,23 @@ class OpenAIEmbedder(BaseEmbedder):
                 "no API key: pass api_key=... or set OPENAI_API_KEY (or pass base_url=... "
                 "for a self-hosted server that needs none)"
             )
-        options: dict[str, Any] = {
+        self._options: dict[str, Any] = {
             "api_key": api_key,
             "base_url": base_url,
             "max_retries": max_retries,
             "timeout": timeout,
         }
-        self._client = openai.OpenAI(**options)
-        self._async_client = openai.AsyncOpenAI(**options)
+        self._client = openai.OpenAI(**self._options)
+        self._url = str(self._client.base_url).rstrip("/") + "/embeddings"
+        # An async client's connections belong to the event loop that opened them, and die
+        # with it: reusing one from a closed loop fails ("Event loop is closed"). The clients
+        # of closed loops are dropped at the next async call.
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
+        self._clients_lock = threading.Lock()
+        # The vector length of the first reply per (model, dimensions): later replies must match.
+        self._widths: dict[tuple[str, int | None], int] = {}
 
     def _request(self, texts: list[str]) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
@@ -260,20 +295,166 @@ class OpenAIEmbedder(BaseEmbedder):
             request["dimensions"] = self.dimensions
         return request
 
+    async def _async_client(self) -> Any:
+        """The async client of the running event loop, made on its first use there."""
+        import openai
+
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            for closed in [other for other in self._async_clients if other.is_closed()]:
+                del self._async_clients[closed]
+            entry = self._async_clients.get(loop)
+            if entry is not None:
+                return entry[0]
+            client = openai.AsyncOpenAI(**self._options)
+            closer = _close_at_loop_shutdown(client)
+            self._async_clients[loop] = (client, closer)
+        await closer.__anext__()  # registers it with the loop (see _close_at_loop_shutdown)
+        return client
+
     def _embed_batch(self, texts: list[str], *, query: bool) -> NDArray[np.float32]:
-        return _from_response(self._client.embeddings.create(**self._request(texts)), len(texts))
+        import openai
+
+        request = self._request(texts)
+        try:
+            reply = self._client.embeddings.with_raw_response.create(**request)
+        except openai.APIError as exc:
+            raise self._failure(exc) from exc
+        return self._vectors(reply.content, len(texts), request)
 
     async def _aembed_batch(self, texts: list[str], *, query: bool) -> NDArray[np.float32]:
-        response = await self._async_client.embeddings.create(**self._request(texts))
-        return _from_response(response, len(texts))
+        import openai
+
+        request = self._request(texts)
+        try:
+            client = await self._async_client()
+            reply = await client.embeddings.with_raw_response.create(**request)
+        except openai.APIError as exc:
+            raise self._failure(exc) from exc
+        return self._vectors(reply.content, len(texts), request)
+
+    def _failure(self, exc: Exception) -> EmbeddingError:
+        """The error for a request the client gave up on (after its retries)."""
+        import openai
+
+        retries = self._options["max_retries"]
+        after = f" (after {retries} {'retry' if retries == 1 else 'retries'})" if retries else ""
+        if isinstance(exc, openai.APITimeoutError):
+            cause = f"no answer within {self._options['timeout']} s{after}"
+        elif isinstance(exc, openai.APIConnectionError):
+            reason = str(exc.__cause__ or exc).rstrip(".")
+            cause = f"connection failed{after}: {reason} (is the server running at base_url?)"
+        elif isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            retried = status in (408, 409, 429) or status >= 500  # as the client retries
+            body = exc.body if isinstance(exc.body, dict) else {}
+            message = body.get("message") or exc.message
+            cause = f"HTTP {status}{after if retried else ''}: {message}"
+        else:
+            cause = f"{type(exc).__name__}: {exc}"
+        return EmbeddingError(f"embedding server {self._url}: {cause}")
+
+    def _vectors(self, body: bytes, expected: int, request: dict[str, Any]) -> NDArray[np.float32]:
+        """The reply's vectors in the order of the texts, or :class:`EmbeddingError`."""
+        invalid = f"embedding server {self._url} sent an invalid embeddings reply"
+        try:
+            reply = json.loads(body)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise EmbeddingError(f"{invalid}: the body is not JSON ({exc}): {body[:80]!r}") from exc
+        try:
+            vectors = parse_embeddings(reply, expected)
+        except ValueError as exc:
+            raise EmbeddingError(f"{invalid}: {exc}") from exc
+        width = vectors.shape[1]
+        wanted = request.get("dimensions")
+        if wanted is not None and width != wanted:
+            raise EmbeddingError(
+                f"embedding server {self._url} sent {width}-dimensional vectors for "
+                f"dimensions={wanted}"
+            )
+        key = (str(request["model"]), wanted)
+        first = self._widths.setdefault(key, width)
+        if width != first:
+            raise EmbeddingError(
+                f"embedding server {self._url} sent {width}-dimensional vectors for model "
+                f"{key[0]!r}, which gave {first}-dimensional ones before: does base_url serve "
+                "another model now?"
+            )
+        return vectors
 
     def __repr__(self) -> str:
         return f"OpenAIEmbedder({self.model!r}, base_url={str(self._client.base_url)!r})"
 
 
-def _from_response(response: Any, expected: int) -> NDArray[np.float32]:
-    data = sorted(response.data, key=lambda item: item.index)
-    return _check_rows(np.asarray([item.embedding for item in data], dtype=np.float32), expected)
+async def _close_at_loop_shutdown(client: Any) -> AsyncGenerator[None, None]:
+    """Close ``client`` when its event loop shuts down.
+
+    Started once (to its ``yield``), an async generator is registered with the running loop,
+    and ``asyncio.run`` closes every such generator before it closes the loop: the client's
+    connections are closed on the loop they belong to, instead of lingering as open sockets.
+    """
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+def parse_embeddings(reply: object, expected: int) -> NDArray[np.float32]:
+    """The vectors of an OpenAI embeddings reply (decoded JSON) for ``expected`` texts, in the
+    texts' order.
+
+    Raises ``ValueError`` naming what is wrong, unless ``reply`` is an object whose ``data``
+    holds exactly ``expected`` items with the ``index`` fields ``0`` to ``expected - 1`` (in any
+    order), each with an ``embedding`` list of finite numbers, all of one length.
+    """
+    data = reply.get("data") if isinstance(reply, dict) else None
+    if not isinstance(data, list):
+        raise ValueError(f"no 'data' list in {_excerpt(reply)}")
+    if len(data) != expected:
+        raise ValueError(f"{len(data)} embeddings for {expected} texts")
+    rows: dict[int, list[Any]] = {}
+    twice: int | None = None
+    for position, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ValueError(f"data[{position}] is {_excerpt(item)}, not an object")
+        index = item.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < expected:
+            raise ValueError(
+                f"data[{position}] has index {index!r}; the indices must be 0 to {expected - 1}"
+            )
+        embedding = item.get("embedding")
+        if not isinstance(embedding, list) or not embedding:
+            raise ValueError(
+                f"data[{position}].embedding is {_excerpt(embedding)}, not a list of numbers"
+            )
+        wrong = [x for x in embedding if isinstance(x, bool) or not isinstance(x, (int, float))]
+        if wrong:
+            raise ValueError(f"data[{position}].embedding holds {wrong[0]!r}, not only numbers")
+        if index in rows and twice is None:
+            twice = index
+        rows[index] = embedding
+    if twice is not None:
+        # As many items as texts, so some index is missing: its text would get another's row.
+        missing = sorted(set(range(expected)) - set(rows))
+        which = f"index {missing[0]} is" if len(missing) == 1 else f"indices {missing} are"
+        raise ValueError(f"index {twice} appears twice and {which} missing")
+    lengths = sorted({len(row) for row in rows.values()})
+    if len(lengths) > 1:
+        raise ValueError(f"the embeddings have different lengths {lengths}")
+    vectors = np.asarray([rows[index] for index in range(expected)], dtype=np.float64)
+    finite = np.isfinite(vectors) & (np.abs(vectors) <= np.finfo(np.float32).max)
+    if not finite.all():
+        row, column = np.argwhere(~finite)[0]
+        raise ValueError(
+            f"the embedding of text {row} holds {float(vectors[row, column])!r} at {column}: "
+            "embeddings must be finite float32 numbers"
+        )
+    return vectors.astype(np.float32)
+
+
+def _excerpt(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 class LangChainEmbedder(BaseEmbedder):

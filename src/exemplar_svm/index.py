@@ -27,6 +27,7 @@ from exemplar_svm._checks import (
     unit_rows,
 )
 from exemplar_svm._files import read_versioned_json, write_atomic
+from exemplar_svm._locks import WriteLock
 from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve_many
 from exemplar_svm.stores import Metric
 
@@ -203,6 +204,8 @@ class ExemplarIndex:
         id_list = [str(i) for i in range(len(matrix))] if ids is None else list(ids)
         self._corpus = _Corpus.build(matrix, id_list)
         self._settings: dict[str, Any] = {}
+        # Writers take turns; readers use the immutable corpus snapshot they started with.
+        self._write_lock = WriteLock()
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -375,24 +378,42 @@ class ExemplarIndex:
     def add(self, vectors: ArrayLike, ids: Sequence[str] | None = None) -> list[str]:
         """Append documents; the index is unchanged if any of them is invalid.
 
-        Safe to call while other threads search: they finish on the corpus they started with.
-        Returns the ids of the new documents (``str(row)`` by default).
+        Safe to call from several threads at once (the adds are applied one after the other,
+        none is lost) and while other threads search: they finish on the corpus they started
+        with. Returns the ids of the new documents.
+
+        Without ``ids`` a new document's id is its row number as a string (``str(row)``, like
+        the constructor's defaults). Where such an id is already taken (by an id you chose, in
+        the constructor or an earlier add), ``ValueError`` is raised and nothing is added:
+        pass ``ids`` then.
         """
-        corpus = self._corpus
         matrix = unit_rows(as_matrix(vectors, "vectors", dim=self.dim, dtype=np.float32), "vectors")
-        start = len(corpus.ids)
-        new_ids = [str(start + i) for i in range(len(matrix))] if ids is None else list(ids)
-        if len(new_ids) != len(matrix):
-            raise ValueError(f"got {len(new_ids)} ids for {len(matrix)} vectors; pass one id each")
-        clash = next((item for item in new_ids if item in corpus.rows), None)
-        if clash is not None:
-            raise ValueError(f"duplicate id {clash!r}: the index already holds a document with it")
-        self._corpus = _Corpus.build(
-            np.vstack([corpus.vectors, matrix]),
-            [*corpus.ids, *new_ids],
-            corpus.stats.extended(corpus.vectors, matrix),
-        )
-        return new_ids
+        given = None if ids is None else list(ids)
+        if given is not None and len(given) != len(matrix):
+            raise ValueError(f"got {len(given)} ids for {len(matrix)} vectors; pass one id each")
+        # Readers never lock: they read the snapshot in self._corpus, which is replaced whole.
+        # Writers read, extend and publish it one at a time, or one of two would be lost.
+        with self._write_lock:
+            corpus = self._corpus
+            start = len(corpus.ids)
+            new_ids = [str(start + i) for i in range(len(matrix))] if given is None else given
+            clash = next((item for item in new_ids if item in corpus.rows), None)
+            if clash is not None and given is None:
+                raise ValueError(
+                    f"the default id {clash!r} of new row {start + new_ids.index(clash)} (ids "
+                    "default to the row number) is already the id of another document, one you "
+                    "named yourself; pass ids= for these vectors"
+                )
+            if clash is not None:
+                raise ValueError(
+                    f"duplicate id {clash!r}: the index already holds a document with it"
+                )
+            self._corpus = _Corpus.build(
+                np.vstack([corpus.vectors, matrix]),
+                [*corpus.ids, *new_ids],
+                corpus.stats.extended(corpus.vectors, matrix),
+            )
+        return list(new_ids)
 
     # -- the VectorStore protocol (exemplar_svm.stores), so a StoreIndex can run over it ------
 
@@ -614,7 +635,7 @@ class ExemplarIndex:
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
-            "count": len(self),
+            "count": len(corpus.ids),  # of this snapshot, not of a later add
             "dim": self.dim,
             "dtype": "float32",
             "vectors": array_name,
@@ -664,6 +685,7 @@ class ExemplarIndex:
         index = cls.__new__(cls)
         index._corpus = _Corpus.build(vectors, ids, stats)
         index._settings = settings
+        index._write_lock = WriteLock()
         return index
 
     def __repr__(self) -> str:

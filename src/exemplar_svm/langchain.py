@@ -20,7 +20,7 @@ require("langchain_core", extra="langchain")
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
+from exemplar_svm._locks import WriteLock
 from exemplar_svm.calibration import Calibration, embed_queries
 from exemplar_svm.embedders import Embedder, as_embedder
 from exemplar_svm.index import (
@@ -204,6 +205,8 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     _embedder: Embedder | None = PrivateAttr(default=None)
     _embedder_of: Any = PrivateAttr(default=None)
+    # Serialises add_documents; a copy of the retriever gets its own (see WriteLock).
+    _write_lock: WriteLock = PrivateAttr(default_factory=WriteLock)
 
     @field_validator("search_kwargs")
     @classmethod
@@ -447,6 +450,10 @@ class ExemplarSVMRetriever(BaseRetriever):
         Only the new documents are embedded (in batches). Ids follow :meth:`from_documents`;
         an id already in the retriever raises ``ValueError`` and nothing is added.
 
+        Safe to call from several threads at once and while others search: the adds are applied
+        one after the other (none is lost), and a search returns a new document fully or not at
+        all. Of two concurrent adds of one id, one succeeds and the other raises.
+
         Over a vector store (:meth:`from_vectorstore`) the documents go to the store's own
         ``add_documents``, which embeds them with the store's model and follows the store's
         rules for ids; they are searchable at once. The cached background sample is not drawn
@@ -458,19 +465,27 @@ class ExemplarSVMRetriever(BaseRetriever):
                 return []
             extra = {} if ids is None else {"ids": list(ids)}
             return list(self.vectorstore.add_documents(docs, **extra))
-        docs = _with_ids(documents, ids, self.documents)
+        index = self.index
+        # Checked against the index, whose ids are exactly the searchable documents, before
+        # anything is embedded; checked again below, as another thread may add them meanwhile.
+        docs = _with_ids(documents, ids, index)
         if not docs:
             return []
         vectors = self._get_embedder().embed_documents([doc.page_content for doc in docs])
         new_ids = [str(doc.id) for doc in docs]
-        # Stored before they become searchable, so a concurrent search finds every hit's document.
-        self.documents.update(zip(new_ids, docs, strict=True))
-        try:
-            self.index.add(vectors, new_ids)
-        except BaseException:
-            for item in new_ids:
-                del self.documents[item]
-            raise
+        with self._write_lock:
+            taken = next((item for item in new_ids if item in index), None)
+            if taken is not None:
+                raise ValueError(f"duplicate id {taken!r}: every document needs its own id")
+            old = self.documents
+            # A new map, published before the index: a search ranks on an index snapshot and
+            # then reads the map, so every document it can rank is in the map it reads.
+            self.documents = {**old, **dict(zip(new_ids, docs, strict=True))}
+            try:
+                index.add(vectors, new_ids)
+            except BaseException:
+                self.documents = old
+                raise
         return new_ids
 
     def add_texts(
@@ -742,7 +757,7 @@ def _to_documents(
 def _with_ids(
     documents: Iterable[Document],
     ids: Iterable[str | None] | None,
-    taken: Mapping[str, Document],
+    taken: Container[str],
 ) -> list[Document]:
     """Copies of the documents, each with a unique id not in ``taken``."""
     docs = list(documents)

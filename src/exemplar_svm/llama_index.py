@@ -53,6 +53,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._checks import check_k, check_positive
 from exemplar_svm._files import read_versioned_json, write_atomic
+from exemplar_svm._locks import WriteLock
 from exemplar_svm.calibration import Calibration, embed_queries
 from exemplar_svm.embedders import Embedder, as_embedder
 from exemplar_svm.index import (
@@ -136,7 +137,8 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     Build it with :meth:`from_defaults` (nodes, a docstore or a ``VectorStoreIndex``),
     :meth:`from_documents` or :meth:`from_persist_dir`; the constructor takes a ready
-    :class:`~exemplar_svm.ExemplarIndex` whose ids are the node ids.
+    :class:`~exemplar_svm.ExemplarIndex` whose ids are the node ids. Grow it with
+    :meth:`insert_nodes` (thread-safe; only nodes without an embedding are embedded).
 
     Over a ``VectorStoreIndex`` whose vector store is external (Chroma, Milvus, FAISS, or any
     store given as ``store=``), :meth:`from_defaults` searches the store in place: a
@@ -238,6 +240,7 @@ class ExemplarSVMRetriever(BaseRetriever):
                 "use ExemplarSVMRetriever.from_defaults(index=...) for a VectorStoreIndex"
             )
         self._index = index
+        self._write_lock = WriteLock()  # serialises insert_nodes and persist
         self._embed_model: Any = _default_embed_model(embed_model)
         self._embedder: Embedder = as_embedder(self._embed_model)
         self.similarity_top_k = check_k(similarity_top_k)
@@ -409,6 +412,52 @@ class ExemplarSVMRetriever(BaseRetriever):
     def embed_model(self) -> Any:
         """The query embedding model as given (or as resolved from ``None``)."""
         return self._embed_model
+
+    # -- growing -------------------------------------------------------------------------
+
+    def insert_nodes(self, nodes: Sequence[BaseNode]) -> list[str]:
+        """Add nodes, as ``VectorStoreIndex.insert_nodes`` does; returns their ids.
+
+        Nodes that carry an ``embedding`` keep it; the others are embedded with
+        ``embed_model`` from ``node.get_content(metadata_mode=MetadataMode.EMBED)``, as in
+        :meth:`from_defaults`. A node id already in the retriever (or twice among ``nodes``)
+        raises ``ValueError`` and nothing is added.
+
+        Safe to call from several threads at once and while others retrieve: the inserts are
+        applied one after the other (none is lost), and a retrieval returns a new node fully or
+        not at all. Of two concurrent inserts of one node id, one succeeds and the other raises.
+
+        Raises
+        ------
+        ValueError
+            Over an external vector store: insert into the ``VectorStoreIndex`` itself
+            (``vector_store_index.insert_nodes(nodes)``), whose store the retriever searches.
+        """
+        if isinstance(self._index, StoreIndex):
+            raise ValueError(
+                "this retriever searches an external vector store in place: insert the nodes "
+                "into the VectorStoreIndex itself (vector_store_index.insert_nodes(nodes))"
+            )
+        index = self._index
+        node_list = list(nodes)
+        # Checked before anything is embedded, and again below: another thread may insert
+        # one of these ids meanwhile. The index's ids are exactly the retrievable nodes.
+        _new_node_ids(node_list, index)
+        if not node_list:
+            return []
+        vectors = _node_vectors(node_list, self._embedder)
+        with self._write_lock:
+            new_ids = _new_node_ids(node_list, index)
+            old = self._nodes
+            # A new map, published before the index: a retrieval ranks on an index snapshot
+            # and then reads the map, so every node it can rank is in the map it reads.
+            self._nodes = {**old, **dict(zip(new_ids, node_list, strict=True))}
+            try:
+                index.add(vectors, new_ids)
+            except BaseException:
+                self._nodes = old
+                raise
+        return new_ids
 
     # -- calibration ---------------------------------------------------------------------
 
@@ -641,7 +690,11 @@ class ExemplarSVMRetriever(BaseRetriever):
         store, so build it again with :meth:`from_defaults` on the ``VectorStoreIndex``.
         """
         index = self._memory_index("persist")
-        folder = Path(path)
+        # No insert may land between the nodes written here and the index saved below.
+        with self._write_lock:
+            self._persist(index, Path(path))
+
+    def _persist(self, index: ExemplarIndex, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         nodes = []
         for item in index.ids:
@@ -786,6 +839,11 @@ def _embed_nodes(nodes: list[BaseNode], embedder: Embedder) -> ExemplarIndex:
     """Index ``nodes``, embedding those without an ``embedding`` (in one batch)."""
     if not nodes:
         raise ValueError("no nodes to index: pass at least one node")
+    return ExemplarIndex(_node_vectors(nodes, embedder), [node.node_id for node in nodes])
+
+
+def _node_vectors(nodes: list[BaseNode], embedder: Embedder) -> NDArray[np.float32]:
+    """One vector per node: its own ``embedding``, else embedded (all of those in one batch)."""
     missing = [row for row, node in enumerate(nodes) if node.embedding is None]
     texts = [nodes[row].get_content(metadata_mode=MetadataMode.EMBED) for row in missing]
     embedded = embedder.embed_documents(texts) if texts else None
@@ -802,7 +860,19 @@ def _embed_nodes(nodes: list[BaseNode], embedder: Embedder) -> ExemplarIndex:
             f"the node embeddings have different shapes {sorted(dims)}: the nodes' own "
             "embeddings and embed_model must come from the same model"
         )
-    return ExemplarIndex(np.vstack(vectors), [node.node_id for node in nodes])
+    return np.vstack(vectors)
+
+
+def _new_node_ids(nodes: list[BaseNode], index: ExemplarIndex) -> list[str]:
+    """The ids of nodes to insert, refusing non-nodes and ids taken or repeated."""
+    ids: dict[str, None] = {}
+    for position, node in enumerate(nodes):
+        if not isinstance(node, BaseNode):
+            raise TypeError(f"nodes[{position}] is a {type(node).__name__}, not a LlamaIndex node")
+        if node.node_id in index or node.node_id in ids:
+            raise ValueError(f"duplicate node id {node.node_id!r}; every node needs its own id")
+        ids[node.node_id] = None
+    return list(ids)
 
 
 def _from_vector_store_index(index: VectorStoreIndex) -> tuple[ExemplarIndex, list[BaseNode]]:
