@@ -103,6 +103,12 @@ class Generator:
     def corpus(self, n: int) -> np.ndarray:
         return self.rows(n, stream=0)
 
+    def with_dominant_topic(self, share: float) -> Generator:
+        """The same generator, with one topic holding ``share`` of the rows."""
+        shape = replace(self.shape, name=f"{self.shape.name}, one topic holds {share:.0%}")
+        shape = replace(shape, dominant=share)
+        return Generator(shape, self.alpha, self.mean_norm, self.topic_share, self.seed)
+
     def held_out(self, n: int) -> np.ndarray:
         return self.rows(n, stream=1)
 
@@ -184,11 +190,6 @@ def fit(shape: Shape, seed: int = 0) -> Generator:
             sample = Generator(shape, alpha, mean_norm, share, seed).rows(_SAMPLE, 9)
             target *= shape.participation / stats(sample)["participation"]
     return Generator(shape, _alpha(shape.dim, target), mean_norm, share, seed)
-
-
-def with_dominant_topic(shape: Shape, share: float) -> Shape:
-    """``shape`` with one topic holding ``share`` of the rows."""
-    return replace(shape, name=f"{shape.name}, one topic holds {share:.0%}", dominant=share)
 
 
 def real_sets() -> dict[str, np.ndarray]:

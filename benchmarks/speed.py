@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generators import MINILM, OPENAI, fit, neighbourhood, stats, with_dominant_topic
+from generators import MINILM, OPENAI, fit, neighbourhood, stats
 from solver import clustered
 
 from exemplar_svm import ExemplarIndex
@@ -63,16 +63,17 @@ def scenarios(million: bool) -> list[tuple[str, np.ndarray, dict[str, np.ndarray
     sizes = [(OPENAI, 10_000), (MINILM, 100_000)] + ([(MINILM, 1_000_000)] if million else [])
     for shape, n in sizes:
         generator = fit(shape)
-        duplicated = generator.held_out(QUERIES + COPIES * QUERIES)[:QUERIES]
+        held = generator.held_out(2 * QUERIES)
+        duplicated = held[QUERIES:]
         corpus = generator.corpus(n - COPIES * QUERIES)
         corpus = np.vstack([corpus, np.repeat(duplicated, COPIES, axis=0)])
         queries = {
-            "held-out": generator.held_out(2 * QUERIES)[QUERIES:],
+            "held-out": held[:QUERIES],
             "shifted": generator.shifted(QUERIES),
             "duplicated": duplicated,
         }
         found.append((f"{shape.name}, {n // 1000}k x {shape.dim}", corpus, queries))
-    generator = fit(with_dominant_topic(MINILM, 0.5))
+    generator = fit(MINILM).with_dominant_topic(0.5)
     found.append(
         (
             "MiniLM-like, one topic holds half, 100k x 384",

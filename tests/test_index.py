@@ -268,7 +268,7 @@ def test_resave_replaces_array_and_leaves_no_stale_files(tmp_path: Path) -> None
     index.add(clustered(1, 4, seed=9), ids=["new"])
     index.save(tmp_path)
     names = sorted(path.name for path in tmp_path.iterdir())
-    assert len(names) == 2 and MANIFEST in names
+    assert len(names) == 3 and MANIFEST in names  # the manifest, the vectors and the ids
     assert ExemplarIndex.load(tmp_path).ids[-1] == "new"
 
 
@@ -296,6 +296,21 @@ def _manifest(folder: Path) -> dict:
     return json.loads((folder / MANIFEST).read_text())
 
 
+def _file(folder: Path, role: str) -> Path:
+    return folder / _manifest(folder)["files"][role]["name"]
+
+
+def _rewrite(folder: Path, role: str, payload: bytes) -> None:
+    """Replace a file's content and its entry's size and checksum, as a tamperer would."""
+    import hashlib
+
+    manifest = _manifest(folder)
+    entry = manifest["files"][role]
+    (folder / entry["name"]).write_bytes(payload)
+    entry |= {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
 def test_missing_foreign_or_newer_manifest(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"index\.json is missing"):
         ExemplarIndex.load(tmp_path)
@@ -319,7 +334,7 @@ def test_missing_foreign_or_newer_manifest(tmp_path: Path) -> None:
 
 def test_corrupt_array_is_detected(tmp_path: Path) -> None:
     ExemplarIndex(np.eye(3)).save(tmp_path)
-    array = tmp_path / _manifest(tmp_path)["vectors"]
+    array = _file(tmp_path, "vectors")
     data = bytearray(array.read_bytes())
     data[-1] ^= 0xFF
     array.write_bytes(bytes(data))
@@ -329,9 +344,10 @@ def test_corrupt_array_is_detected(tmp_path: Path) -> None:
 
 def test_path_in_manifest_cannot_escape_the_folder(tmp_path: Path) -> None:
     ExemplarIndex(np.eye(3)).save(tmp_path / "idx")
-    manifest = _manifest(tmp_path / "idx") | {"vectors": "../elsewhere.npy"}
+    manifest = _manifest(tmp_path / "idx")
+    manifest["files"]["vectors"]["name"] = "../elsewhere.npy"
     (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"bad array entry '\.\./elsewhere\.npy'"):
+    with pytest.raises(ValueError, match=r"bad 'vectors' file name '\.\./elsewhere\.npy'"):
         ExemplarIndex.load(tmp_path / "idx")
 
 
@@ -341,17 +357,20 @@ class _Exploit:
 
 
 def test_pickled_payload_is_refused_not_executed(tmp_path: Path, monkeypatch) -> None:
-    import hashlib
-
     marker = tmp_path / "pwned"
     monkeypatch.setenv("EXPLOIT_MARKER", str(marker))
     ExemplarIndex(np.eye(3)).save(tmp_path / "idx")
-    manifest = _manifest(tmp_path / "idx")
-    evil = tmp_path / "idx" / manifest["vectors"]
-    np.save(evil, np.array([_Exploit()], dtype=object), allow_pickle=True)
+    evil = tmp_path / "evil.npy"
+    # Padded to the size of the saved array, so only the header can give it away.
+    np.save(evil, np.array([_Exploit(), "x" * 200], dtype=object), allow_pickle=True)
     assert b"pwned" not in pickle.dumps(1)  # sanity: the marker path only lives in the payload
-    manifest["sha256"] = hashlib.sha256(evil.read_bytes()).hexdigest()
-    (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
+    payload = evil.read_bytes()
+    size = _file(tmp_path / "idx", "vectors").stat().st_size
+    _rewrite(tmp_path / "idx", "vectors", payload[:size].ljust(size, b" "))
+    with pytest.raises(ValueError, match=r"not a readable \.npy array: it holds Python objects"):
+        ExemplarIndex.load(tmp_path / "idx")
+    assert not marker.exists()
+    _rewrite(tmp_path / "idx", "vectors", payload)  # the whole pickle, of another size
     with pytest.raises(ValueError, match=r"not a readable \.npy array"):
         ExemplarIndex.load(tmp_path / "idx")
     assert not marker.exists()
@@ -363,7 +382,8 @@ def test_wrong_shape_or_ids_are_refused(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"count": 4}))
     with pytest.raises(ValueError, match="is corrupt"):
         ExemplarIndex.load(tmp_path)
-    (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"ids": ["a", "a", "b"]}))
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    _rewrite(tmp_path, "ids", json.dumps(["a", "a", "b"]).encode())
     with pytest.raises(ValueError, match="duplicate id"):
         ExemplarIndex.load(tmp_path)
 
@@ -417,8 +437,8 @@ def test_solver_statistics_are_kept_current_and_saved(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded._corpus.stats.gram, stats.gram)
     assert loaded.search(data[5], k=5) == index.search(data[5], k=5)
     # A tampered statistics file is refused like a tampered corpus.
-    manifest = _manifest(tmp_path)
-    (tmp_path / manifest["second_moment"]["file"]).write_bytes(b"\x93NUMPY junk")
+    moment = _file(tmp_path, "second_moment")
+    moment.write_bytes(moment.read_bytes()[:-4] + b"junk")
     with pytest.raises(ValueError, match="checksum does not match"):
         ExemplarIndex.load(tmp_path)
 

@@ -640,7 +640,10 @@ def test_readme_example_runs_as_written(
     monkeypatch.chdir(tmp_path)
     code = readme_langchain_code()
     exec(compile(code, "README.md (LangChain)", "exec"), {"__name__": "readme"})
-    assert capsys.readouterr().out.strip()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[0] == "kitten-food"  # the young cat's food
+    examples = eval(lines[-1])  # the ids found for the examples, which are left out
+    assert len(examples) == 2 and not {"cat-vet", "dog-walk"} & set(examples)
 
 
 def test_docstring_example_runs() -> None:

@@ -7,6 +7,7 @@ Everything is embedded by the real local all-MiniLM-L6-v2, wrapped as a LlamaInd
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import json
 import re
@@ -741,7 +742,8 @@ def test_persist_round_trip(corpus, retriever, embed_model, tmp_path) -> None:
     assert all(not name.endswith((".pkl", ".pickle")) for name in files)
     state = json.loads((tmp_path / "saved" / PERSIST_FILENAME).read_text())
     assert state["mode"] == "hybrid" and state["similarity_top_k"] == 5 and state["C"] == 0.5
-    assert all(entry["__data__"]["embedding"] is None for entry in state["nodes"])
+    saved_nodes = json.loads((tmp_path / "saved" / state["files"]["nodes"]["name"]).read_text())
+    assert all(entry["__data__"]["embedding"] is None for entry in saved_nodes)
 
     loaded = ExemplarSVMRetriever.from_persist_dir(tmp_path / "saved", embed_model=embed_model)
     after = loaded.retrieve(query)
@@ -784,9 +786,15 @@ def test_from_persist_dir_refuses_mismatched_or_foreign_files(retriever, tmp_pat
 
     retriever.persist(tmp_path)
     path = tmp_path / PERSIST_FILENAME
-    state = json.loads(path.read_text())
+    good = path.read_text()
+    state = json.loads(good)
 
-    state["nodes"] = state["nodes"][:-1]
+    # One node fewer, its file's size and checksum updated as a tamperer would.
+    nodes_file = tmp_path / state["files"]["nodes"]["name"]
+    fewer = json.dumps(json.loads(nodes_file.read_text())[:-1]).encode()
+    (tmp_path / "nodes-0000000000000000.json").write_bytes(fewer)
+    entry = {"bytes": len(fewer), "sha256": hashlib.sha256(fewer).hexdigest()}
+    state["files"]["nodes"] |= entry | {"name": "nodes-0000000000000000.json"}
     path.write_text(json.dumps(state))
     with pytest.raises(ValueError, match=r"node ids .* do not match"):
         ExemplarSVMRetriever.from_persist_dir(tmp_path, retriever.embed_model)
@@ -805,6 +813,7 @@ def test_from_persist_dir_refuses_mismatched_or_foreign_files(retriever, tmp_pat
     with pytest.raises(ValueError, match="not valid JSON"):
         ExemplarSVMRetriever.from_persist_dir(tmp_path, retriever.embed_model)
 
+    state = json.loads(good)
     state.pop("mode")
     path.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="corrupt"):
@@ -856,8 +865,11 @@ def test_missing_llama_index_names_the_extra(monkeypatch) -> None:
 def test_readme_example_runs_as_written(tmp_path, monkeypatch, unset_settings_embed_model):
     monkeypatch.chdir(tmp_path)
     code = python_block("## LlamaIndex")
-    exec(compile(code, "README.md (LlamaIndex)", "exec"), {"__name__": "__readme__"})
+    namespace = {"__name__": "__readme__"}
+    exec(compile(code, "README.md (LlamaIndex)", "exec"), namespace)
     assert (tmp_path / "svm_retriever" / PERSIST_FILENAME).is_file()
+    loaded, retriever = namespace["loaded"], namespace["retriever"]
+    assert ids(loaded.retrieve("cat food")) == ids(retriever.retrieve("cat food"))
 
 
 # -- the core's other ranking options ------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 
+from exemplar_svm.cli import main
 from tests.conftest import README, python_block
 
 
@@ -25,3 +29,54 @@ def test_core_quickstart_runs(tmp_path: Path, monkeypatch, capsys) -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert "<!-- test-command -->" in ci and "<!-- test-command -->" in README.read_text()
+
+
+NUMBER = re.compile(r"-?\d+\.\d{3}")
+
+
+def shown_compare_output() -> tuple[str, str]:
+    """The command of the README's "Try it" and the output shown below it."""
+    section = README.read_text(encoding="utf-8").split("\n## Try it\n", 1)[1]
+    command = re.search(r"```bash\n(.*?)\n```", section, re.DOTALL)
+    output = re.search(r"<!-- compare-output -->\n```text\n(.*?)\n```", section, re.DOTALL)
+    assert command and output, "README's Try it has no command or no output block"
+    return command.group(1), output.group(1)
+
+
+@pytest.mark.slow
+def test_try_it_prints_what_the_readme_shows(monkeypatch, capsys) -> None:
+    command, shown = shown_compare_output()
+    argv = shlex.split(command.split("&& .venv/bin/exemplar-svm ")[-1])
+    assert argv[0] == "search" and "--compare" in argv
+    monkeypatch.setenv("COLUMNS", "100")  # the README shows a 100-column terminal
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    # The same text; the scores may differ in the last digit on another CPU's arithmetic.
+    assert NUMBER.sub("#.###", printed) == NUMBER.sub("#.###", shown)
+    for ours, theirs in zip(NUMBER.findall(printed), NUMBER.findall(shown), strict=True):
+        assert abs(float(ours) - float(theirs)) <= 0.002
+
+
+@pytest.mark.slow
+def test_the_example_query_ranks_differently_under_the_svm(capsys) -> None:
+    # The demo's point: the two top 5s differ, beyond a swap of neighbours.
+    assert main(["search", "why do stars die", "--compare", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    knn, svm = ([hit["id"] for hit in results[mode]] for mode in ("knn", "svm"))
+    assert set(knn) != set(svm) and knn != svm
+    assert all(hit["id"].startswith("astro-") for hit in results["svm"])
+    assert not all(doc.startswith("astro-") for doc in knn)  # kNN lets a houseplant in
+
+
+def test_every_readme_example_is_run_by_a_test() -> None:
+    # Each heading below has a test that executes its example (tests/test_readme.py,
+    # test_langchain.py, test_llama_index.py); a new example needs one too.
+    tested = {"## Quickstart: the core", "## LangChain", "## LlamaIndex"}
+    headings = []
+    heading = None
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            heading = line
+        elif line == "```python":
+            headings.append(heading)
+    assert sorted(headings) == sorted(tested)

@@ -700,3 +700,211 @@ def test_event_loops_in_threads_share_one_embedder(server: Any) -> None:
     for number in range(THREADS):
         np.testing.assert_allclose(results[number], hash_vectors(TEXTS))
     assert server.request_count == THREADS * 3 * len(TEXTS)
+
+
+# -- absurd options and inputs -------------------------------------------------------------
+
+
+@pytest.fixture
+def small_index() -> ExemplarIndex:
+    texts = [f"document {number}" for number in range(200)]
+    return ExemplarIndex(hash_vectors(texts), [f"d{number}" for number in range(200)])
+
+
+ABSURD = [
+    ("C", 1e15),
+    ("C", math.inf),
+    ("C", 0.0),
+    ("C", True),
+    ("C", "0.5"),
+    ("negative_weight", 1e15),
+    ("prior", 1e39),
+    ("prior", -1.0),
+    ("rocchio", 1e155),
+    ("prf_weight", 1e9),
+    ("feedback", 10**9),
+    ("feedback", 1.5),
+    ("feedback_weight", 1e9),
+    ("feedback_threshold", math.nan),
+    ("hard_negatives", 10**9),
+    ("hard_negative_weight", 1e15),
+    ("hybrid_weight", 2.0),
+    ("demote", 1e9),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), ABSURD, ids=[f"{n}={v!r}" for n, v in ABSURD])
+def test_absurd_option_values_are_refused_naming_the_option(
+    small_index: ExemplarIndex, name: str, value: Any
+) -> None:
+    query = small_index.vector("d0")
+    for search in (
+        lambda: small_index.search(query, **{name: value}),
+        lambda: small_index.search_batch([query, query], mode="svm", **{name: value}),
+    ):
+        with pytest.raises(ValueError, match=rf"^{name} must be"):
+            search()
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
+        small_index.settings = {name: value}
+
+
+def test_options_at_their_bounds_still_rank(small_index: ExemplarIndex) -> None:
+    from exemplar_svm.index import OPTION_BOUNDS
+
+    query = small_index.vector("d0")
+    for name, most in OPTION_BOUNDS.items():
+        for mode in ("svm", "hybrid", "lda", "prf"):
+            hits = small_index.search(query, k=5, mode=mode, negatives=["d7"], **{name: most})
+            assert len(hits) == 5 and all(math.isfinite(hit.score) for hit in hits), (name, mode)
+
+
+def test_too_many_query_rows_or_examples_are_refused(small_index: ExemplarIndex) -> None:
+    from exemplar_svm.index import MAX_EXAMPLES, MAX_QUERY_ROWS
+
+    vectors = small_index.vectors
+    small_index.search(vectors[:MAX_QUERY_ROWS], k=3)  # the caps themselves pass
+    small_index.search(vectors[0], k=3, positives=small_index.ids[1 : MAX_EXAMPLES["positives"]])
+    with pytest.raises(ValueError, match=rf"query has 65 vectors; at most {MAX_QUERY_ROWS}"):
+        small_index.search(vectors[:65], k=3)
+    with pytest.raises(ValueError, match="positives has more than 64 examples"):
+        small_index.search(vectors[0], k=3, positives=small_index.ids[100:165])
+    with pytest.raises(ValueError, match="positives has more than 64 examples"):
+        small_index.search(vectors[0], k=3, positives=[*small_index.ids[100:140], vectors[1:30]])
+    with pytest.raises(ValueError, match="negatives has more than 1000 examples"):
+        small_index.search(vectors[0], k=3, negatives=np.tile(vectors[1:2], (1001, 1)))
+
+
+def test_search_batch_of_nothing_is_empty(small_index: ExemplarIndex) -> None:
+    assert small_index.search_batch([]) == []
+    assert small_index.search_batch([], mode="svm", positives=["d1"]) == []
+    with pytest.raises(ValueError, match="k must be"):
+        small_index.search_batch([], k=0)  # the options are still checked
+    with pytest.raises(TypeError, match="not a string"):
+        small_index.search_batch("d1")
+
+
+def test_complex_and_string_vectors_are_errors_not_warnings(small_index: ExemplarIndex) -> None:
+    query = small_index.vector("d0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy would warn and drop the imaginary part
+        with pytest.raises(ValueError, match="query must be numeric vectors of real numbers"):
+            small_index.search(query + 1j, k=3)
+        with pytest.raises(ValueError, match="positives must be numeric vectors of real"):
+            small_index.search(query, k=3, positives=[query * (1 + 1j)])
+        with pytest.raises(ValueError, match="vectors must be numeric vectors of real"):
+            ExemplarIndex(np.eye(3) * (1 + 0j))
+        with pytest.raises(ValueError, match="vectors must be numeric vectors of real"):
+            small_index.add(query * (1 + 1j), ids=["complex"])
+    numeric_strings = [str(float(x)) for x in query]
+    with pytest.raises(ValueError, match="query must be numeric vectors; it holds strings"):
+        small_index.search(numeric_strings, k=3)
+    with pytest.raises(ValueError, match="vectors must be numeric vectors; it holds strings"):
+        small_index.add(numeric_strings, ids=["strings"])
+    with pytest.raises(ValueError, match="unknown id"):  # strings among examples are ids
+        small_index.search(query, k=3, positives=numeric_strings[:2])
+    assert "complex" not in small_index and "strings" not in small_index
+
+
+def test_ids_must_be_a_sequence_of_strings_not_one_string() -> None:
+    with pytest.raises(TypeError, match="not one string 'abc'"):
+        ExemplarIndex(hash_vectors(["x", "y", "z"]), ids="abc")
+    index = ExemplarIndex(hash_vectors(["x", "y", "z"]), ids=["x", "y", "z"])
+    with pytest.raises(TypeError, match="not one string 'w'"):
+        index.add(hash_vectors(["w"]), ids="w")
+    assert index.ids == ["x", "y", "z"]
+
+
+def test_a_large_knn_batch_is_answered_in_chunks(small_index: ExemplarIndex) -> None:
+    # d = 24: at most 6 queries per matrix product (their scores: a quarter of the corpus).
+    queries = [small_index.vector(f"d{number}") for number in range(20)]
+    batch = small_index.search_batch(queries, k=4, mode="knn")
+    single = [small_index.search(query, k=4, mode="knn") for query in queries]
+    assert [[hit.id for hit in hits] for hits in batch] == [
+        [hit.id for hit in hits] for hits in single
+    ]
+    scores = [[hit.score for hit in hits] for hits in batch]
+    np.testing.assert_allclose(scores, [[hit.score for hit in hits] for hits in single], atol=1e-6)
+
+
+def test_a_batch_keeps_its_queries_in_flight_within_the_budget(monkeypatch: Any) -> None:
+    from threadpoolctl import threadpool_limits
+
+    import exemplar_svm.index as index_module
+
+    texts = [f"document {number}" for number in range(300)]
+    index = ExemplarIndex(HashEmbedder(512).embed_documents(texts))
+    groups: list[int] = []
+    rankings = index_module._rankings
+
+    def spy(plans: Any) -> Any:
+        groups.append(len(plans))
+        return rankings(plans)
+
+    monkeypatch.setattr(index_module, "_rankings", spy)
+    queries = [index.vector(str(number)) for number in range(10)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        free = index.search_batch(queries, k=5, mode="svm")
+        assert groups == [8, 2]  # a small corpus: groups of 8
+        groups.clear()
+        # Without the floor for small corpora: a quarter of 300 x 512 floats holds 4 queries'
+        # arrays (128 bytes per row each).
+        monkeypatch.setattr(index_module, "_BATCH_MEMORY_FLOOR", 0)
+        bounded = index.search_batch(queries, k=5, mode="svm")
+        assert groups == [4, 4, 2]
+    assert [[hit.id for hit in hits] for hits in bounded] == [
+        [hit.id for hit in hits] for hits in free
+    ]
+
+
+def test_many_negatives_demote_in_passes_of_a_quarter_of_the_corpus() -> None:
+    from exemplar_svm.index import _demotion
+
+    vectors = hash_vectors([f"document {number}" for number in range(300)])
+    centroid = hash_vector("the positives").astype(np.float64)
+    negatives = hash_vectors([f"negative {number}" for number in range(30)])  # 4 passes of 8
+    scores, excess = _demotion(vectors, centroid, negatives)
+    products = vectors.astype(np.float64) @ np.vstack([centroid, negatives]).T
+    np.testing.assert_allclose(scores, products[:, 0], atol=1e-6)
+    expected = np.maximum(products[:, 1:].max(axis=1) - products[:, 0], 0.0)
+    np.testing.assert_allclose(excess, expected, atol=1e-6)
+
+
+def test_langchain_refuses_bad_k_and_c_when_built(lc_retriever: Any) -> None:
+    from exemplar_svm.langchain import ExemplarSVMRetriever
+
+    texts = ["one", "two", "three"]
+    for options, match in (
+        ({"k": True}, "k must be a whole number"),
+        ({"k": 0}, "k must be at least 1"),
+        ({"C": math.inf}, "C must be a finite number > 0"),
+        ({"C": 1e15}, "C must be at most"),
+        ({"negative_weight": 1e15}, "negative_weight must be at most"),
+        ({"search_kwargs": {"prior": 1e39}}, "prior must be at most"),
+    ):
+        with pytest.raises(ValueError, match=match):  # before anything is embedded
+            ExemplarSVMRetriever.from_texts(texts, HashEmbedder(), **options)
+        with pytest.raises(ValueError, match=match):
+            ExemplarSVMRetriever(
+                embedding=HashEmbedder(),
+                index=lc_retriever.index,
+                documents=lc_retriever.documents,
+                **options,
+            )
+    with pytest.raises(ValueError, match="k must be a whole number"):
+        lc_retriever.invoke("seed document 1", k=True)
+    with pytest.raises(TypeError, match="not one string"):
+        lc_retriever.add_texts(["another"], ids="another")
+
+
+def test_llama_index_refuses_bad_options_when_built(li_retriever: Any) -> None:
+    from exemplar_svm.llama_index import ExemplarSVMRetriever
+
+    nodes = li_retriever.nodes
+    for options, match in (
+        ({"C": math.inf}, "C must be a finite number > 0"),
+        ({"negative_weight": 1e15}, "negative_weight must be at most"),
+        ({"similarity_top_k": True}, "k must be a whole number"),
+        ({"search_kwargs": {"rocchio": 1e155}}, "rocchio must be at most"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ExemplarSVMRetriever(li_retriever.index, nodes, HashEmbedder(), **options)

@@ -128,7 +128,7 @@ def test_decision_function_scores_float32_in_blocks_like_float64() -> None:
         ({"positives": [[np.nan, 1, 1, 1]]}, "NaN or infinite"),
         ({"negatives": [[1, 1, np.inf, 1]]}, "NaN or infinite"),
         ({"C": 0}, "C must be a positive"),
-        ({"C": float("nan")}, "C must be a positive"),
+        ({"C": float("nan")}, "C must be a finite number > 0"),
         ({"negative_weights": [1.0, 2.0]}, "negative_weights has 2 entries"),
         ({"negative_weights": [1.0, -1.0, 1.0]}, "must all be positive"),
         ({"positives": [["a", "b", "c", "d"]]}, "positives must be numeric"),

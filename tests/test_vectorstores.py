@@ -32,7 +32,6 @@ import exemplar_svm.langchain as lc
 import exemplar_svm.llama_index as li
 from exemplar_svm import ExemplarIndex
 from exemplar_svm.store_index import StoreIndex
-from tests.conftest import python_block
 from tests.test_langchain import IDS, METADATAS, TEXTS, LocalEmbeddings, Recorder
 from tests.test_llama_index import ExternalStore, LocalEmbedding, make_nodes
 
@@ -416,22 +415,5 @@ def test_llama_index_unknown_store_names_the_supported_ones(
     assert "exemplar_svm.stores.VectorStore" in str(e.value)
 
 
-# -- README ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "heading", ["### LangChain over a vector store", "### LlamaIndex over a vector store"]
-)
-def test_readme_vector_database_examples_run(
-    heading: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    pytest.importorskip("chromadb")
-    namespace: dict[str, Any] = {"__name__": "readme"}
-    exec(compile(python_block(heading), "README.md", "exec"), namespace)
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[0] == "kitten-food"
-    first_ids = [line.split()[0] for line in lines[:3]]
-    assert "mars" not in first_ids and "bread" not in first_ids
-    assert isinstance(namespace["retriever"].index, StoreIndex)
-    examples = eval(lines[3])  # the ids printed for the examples
-    assert len(examples) == 3 and not {"cat-vet", "dog-walk"} & set(examples)
+# The documentation's vector-database examples (docs/vector-databases.md, formerly in the README)
+# run in tests/test_docs.py, with the checks this file made of them.

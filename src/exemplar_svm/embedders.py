@@ -343,7 +343,7 @@ class OpenAIEmbedder(BaseEmbedder):
             cause = f"no answer within {self._options['timeout']} s{after}"
         elif isinstance(exc, openai.APIConnectionError):
             reason = str(exc.__cause__ or exc).rstrip(".")
-            cause = f"connection failed{after}: {reason} (is the server running at base_url?)"
+            cause = f"connection failed{after}: {reason} (is a server running there?)"
         elif isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             retried = status in (408, 409, 429) or status >= 500  # as the client retries

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal, Union, cast, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from exemplar_svm import _index_files
 from exemplar_svm._blas import ONE_BLAS_THREAD, blas_threads
 from exemplar_svm._checks import (
+    as_id_list,
     as_matrix,
     check_count,
     check_fraction,
@@ -24,9 +23,10 @@ from exemplar_svm._checks import (
     check_k,
     check_nonnegative,
     check_positive,
+    check_rows,
     unit_rows,
 )
-from exemplar_svm._files import read_versioned_json, write_atomic
+from exemplar_svm._index_files import IndexState
 from exemplar_svm._locks import WriteLock
 from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve_many
 from exemplar_svm.stores import Metric
@@ -81,6 +81,12 @@ SEARCH_OPTIONS: tuple[str, ...] = tuple(SEARCH_DEFAULTS)
 # At most this many queries of a batch share their passes over the corpus (each holds a few
 # arrays over all rows meanwhile).
 _BATCH_GROUP = 8
+# What one query in flight holds per corpus row: about 12 float64 arrays of the solver's and
+# 4 of its plan's (weights, masks, scores).
+_QUERY_BYTES_PER_ROW = 128
+# The queries in flight hold at most a quarter of the corpus matrix, or this much on a small
+# corpus (a quarter of 10,000 x 384 floats is 3.8 MB; sharing passes is worth more there).
+_BATCH_MEMORY_FLOOR = 64 * 2**20
 
 # Pseudo-relevance feedback always takes at least this many documents (fewer only when
 # ``feedback`` says so), so a query whose neighbours are all alike still gets some.
@@ -90,6 +96,31 @@ _MIN_FEEDBACK = 3
 FEEDBACK_SHARE = 10
 # Adaptive feedback skips documents this similar to the query: copies of it.
 _DUPLICATE = 0.99
+
+#: The largest value each ranking option takes (see :meth:`ExemplarIndex.search`). Up to these
+#: the solver stays well-conditioned and a search's memory bounded; beyond them an option
+#: either breaks the solve (``C`` or a weight of 1e15: a singular system; ``prior`` of 1e39:
+#: no hits) or has no further effect, so a larger value is refused as a likely mistake.
+OPTION_BOUNDS: dict[str, float] = {
+    "C": 1e6,
+    "negative_weight": 1e6,
+    "prior": 1e3,
+    "feedback": 100,
+    "feedback_threshold": 100.0,
+    "feedback_weight": 1e3,
+    "prf_weight": 100.0,
+    "hard_negatives": 1000,
+    "hard_negative_weight": 1e6,
+    "hybrid_weight": 1.0,
+    "rocchio": 100.0,
+    "demote": 1e3,
+}
+#: At most this many query vectors in one search (one query of several vectors).
+MAX_QUERY_ROWS = 64
+#: At most this many positive and negative examples (ids and vectors together) per search.
+#: Each positive costs the SVM solver about 28 bytes per corpus row (its outputs on every row);
+#: a negative costs the demotion 4 bytes per row, in passes bounded to a quarter of the corpus.
+MAX_EXAMPLES: dict[str, int] = {"positives": 64, "negatives": 1000}
 
 _OPTION_CHECKS: dict[str, Any] = {
     "C": check_positive,
@@ -101,7 +132,6 @@ _OPTION_CHECKS: dict[str, Any] = {
     "prf_weight": check_nonnegative,
     "hard_negatives": check_count,
     "hard_negative_weight": check_nonnegative,
-    "hybrid_weight": check_fraction,
     "rocchio": check_nonnegative,
     "demote": check_nonnegative,
 }
@@ -135,7 +165,10 @@ def check_search_options(
         raise ValueError(f"unknown prior_direction {direction!r}; choose 'query' or 'contrast'")
     for name, check in _OPTION_CHECKS.items():
         if name in checked:
-            checked[name] = check(checked[name], name)
+            most = OPTION_BOUNDS[name]
+            checked[name] = check(checked[name], name, int(most) if check is check_count else most)
+    if "hybrid_weight" in checked:
+        checked["hybrid_weight"] = check_fraction(checked["hybrid_weight"], "hybrid_weight")
     return checked
 
 
@@ -147,9 +180,9 @@ def resolve_options(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-FORMAT = "exemplar-svm-index"
-FORMAT_VERSION = 1
-MANIFEST = "index.json"
+FORMAT = _index_files.FORMAT
+FORMAT_VERSION = _index_files.VERSION
+MANIFEST = _index_files.MANIFEST
 
 
 @dataclass(frozen=True)
@@ -201,7 +234,7 @@ class ExemplarIndex:
 
     def __init__(self, vectors: ArrayLike, ids: Sequence[str] | None = None) -> None:
         matrix = unit_rows(as_matrix(vectors, "vectors", dtype=np.float32), "vectors")
-        id_list = [str(i) for i in range(len(matrix))] if ids is None else list(ids)
+        id_list = [str(i) for i in range(len(matrix))] if ids is None else as_id_list(ids)
         self._corpus = _Corpus.build(matrix, id_list)
         self._settings: dict[str, Any] = {}
         # Writers take turns; readers use the immutable corpus snapshot they started with.
@@ -388,7 +421,7 @@ class ExemplarIndex:
         pass ``ids`` then.
         """
         matrix = unit_rows(as_matrix(vectors, "vectors", dim=self.dim, dtype=np.float32), "vectors")
-        given = None if ids is None else list(ids)
+        given = None if ids is None else as_id_list(ids)
         if given is not None and len(given) != len(matrix):
             raise ValueError(f"got {len(given)} ids for {len(matrix)} vectors; pass one id each")
         # Readers never lock: they read the snapshot in self._corpus, which is replaced whole.
@@ -473,12 +506,17 @@ class ExemplarIndex:
         """Rank the corpus for ``query`` and return the best ``k`` documents, best first.
 
         Every ranking option left at ``None`` takes the index's calibrated setting (see
-        :meth:`calibrate`), else the library's default (:data:`SEARCH_DEFAULTS`).
+        :meth:`calibrate`), else the library's default (:data:`SEARCH_DEFAULTS`). Each option
+        has a range (:data:`OPTION_BOUNDS`, given below) in which the solver stays
+        well-conditioned and the search's memory bounded; a value outside it, of the wrong
+        type (``True`` is not a number here) or not finite raises ``ValueError``. Vectors must
+        be real numbers: complex values and strings are refused, not converted.
 
         Parameters
         ----------
         query : array-like of shape (d,) or (m, d)
-            The query embedding, or several (their shared concept is searched for).
+            The query embedding, or several (their shared concept is searched for); at most
+            :data:`MAX_QUERY_ROWS` (64) rows.
         k : int, default=10
             How many hits; the whole remaining corpus if it holds fewer.
         mode : {"auto", "prf", "svm", "knn", "hybrid", "lda"}, default="auto"
@@ -497,52 +535,57 @@ class ExemplarIndex:
             the cost of kNN; ``C``, ``prior`` and ``hybrid_weight`` do not apply.
         positives, negatives : str, vector, or sequence of them, optional
             Extra examples, as corpus ids or vectors. Corpus documents named here are left out
-            of the results.
+            of the results. At most 64 positives and 1000 negatives (:data:`MAX_EXAMPLES`).
         C : float, default=0.003
-            The SVM's loss weight (see :func:`exemplar_svm.fit`); ``C -> 0`` ranks like the
-            mean difference between the positives and the corpus.
+            The SVM's loss weight (see :func:`exemplar_svm.fit`), in (0, 1e6]; ``C -> 0``
+            ranks like the mean difference between the positives and the corpus.
         negative_weight : float, default=1000
             How many anonymous corpus rows one named negative counts for in the SVM's loss
-            (at most as many as make all named negatives together half the corpus).
+            (at most as many as make all named negatives together half the corpus), in
+            (0, 1e6].
         prior : float, default=0
             The text hint: the SVM's weight vector is kept near ``prior`` times the kNN
-            direction (the objective regularises ``|w - prior * q|^2`` instead of ``|w|^2``).
+            direction (the objective regularises ``|w - prior * q|^2`` instead of ``|w|^2``);
+            in [0, 1000].
         feedback : int, default=50
             Pseudo-relevance feedback: at most this many of the nearest documents (by kNN, at
             most a tenth of the candidates) are taken as feedback. They move the query in
             ``"prf"`` and join the SVM's positives in the SVM modes; they stay in the results.
-            0 turns feedback off.
+            0 turns feedback off; at most 100.
         feedback_threshold : float, default=4
             The feedback documents are the nearest ones whose kNN score is at least this many
             standard deviations above the corpus mean (at least 3 of them, at most
             ``feedback``), each weighted by its excess over the threshold plus 0.5 (at least
             0.1) in ``"prf"``: a query with many close neighbours takes many. ``0`` takes
-            exactly ``feedback`` documents, equally weighted (the classic dense PRF).
+            exactly ``feedback`` documents, equally weighted (the classic dense PRF). In
+            [0, 100].
         feedback_weight : float, default=0.5
             Weight of each feedback document as a positive of the SVM, relative to the
-            query's 1.
+            query's 1; in (0, 1000].
         prf_weight : float, default=2
             How far ``"prf"`` (and the kNN side of ``"hybrid"``) moves the query towards the
-            feedback documents' weighted mean; 0 is plain kNN.
+            feedback documents' weighted mean; 0 is plain kNN. In [0, 100].
         hybrid_weight : float, default=0.7
-            Weight of the SVM's z-score in ``"hybrid"`` (the kNN side gets the rest).
+            Weight of the SVM's z-score in ``"hybrid"`` (the kNN side gets the rest); in
+            [0, 1].
         rocchio : float, default=0
             For the kNN ranking: subtract this many times the centroid of the named negatives
             from the centroid of the positives (Rocchio's relevance feedback). Off by default:
-            subtracting a direction also lifts the documents unlike the negatives.
+            subtracting a direction also lifts the documents unlike the negatives. In [0, 100].
         demote : float, default=0.25
             Named negatives only ever push documents down: a document more similar (by cosine)
             to one of them than to the positives' centroid loses ``demote`` times the excess,
             in the units of the mode's score. Documents unlike every negative keep their score.
+            In [0, 1000].
         prior_direction : {"query", "contrast"}, default="query"
             Where ``prior`` points: the kNN direction (the positives' centre), or the contrast
             between the positives' centre and the corpus mean.
         hard_negatives : int, default=0
             How many of the nearest documents after the feedback ones (by kNN) get
-            ``hard_negative_weight`` as negatives instead of 1.
+            ``hard_negative_weight`` as negatives instead of 1; at most 1000.
         hard_negative_weight : float, default=0
             Their weight: 0 leaves them out of the negatives (likely relevant, so unlabeled),
-            above 1 makes them count more (hard negatives).
+            above 1 makes them count more (hard negatives). In [0, 1e6].
 
         Returns
         -------
@@ -572,34 +615,29 @@ class ExemplarIndex:
         Each entry of ``queries`` is what :meth:`search` takes as ``query`` (one vector, or
         several for a shared concept); ``options`` are :meth:`search`'s keyword arguments, the
         same for every query. All of them see the same corpus, even while another thread adds
-        documents. ``"knn"`` without examples scores the whole batch in one matrix product; the
+        documents. ``"knn"`` without examples scores the batch in matrix products of at most
+        ``d / 4`` queries each (their scores take at most a quarter of the corpus matrix); the
         SVM modes train one model per query, in groups whose passes over the corpus are shared,
         the groups spread over numpy's BLAS threads (each on one meanwhile: the limit is
-        process-wide).
+        process-wide). A batch of any size is answered in such chunks: at most one group per
+        BLAS thread is in flight, a group of at most 8 queries and of fewer when their arrays
+        over the corpus (about 128 bytes per row each) would take more than a quarter of the
+        corpus matrix (or than 64 MiB, on a corpus under 256 MiB). An empty batch returns
+        ``[]``.
         """
         corpus = self._corpus  # one snapshot for the whole batch
+        if isinstance(queries, (str, bytes)):
+            raise TypeError("queries must be a sequence of query vectors, not a string")
         items = list(queries)
         k = check_k(k)
         options = dict(options)
         positives, negatives = options.pop("positives", None), options.pop("negatives", None)
         checked = resolve_options(self._settings, {**options, "mode": mode})
+        if not items:
+            return []
         plain = all(examples is None or len(examples) == 0 for examples in (positives, negatives))
-        if (
-            checked["mode"] == "knn"
-            and plain
-            and items
-            and all(np.ndim(item) == 1 for item in items)
-        ):
-            matrix = unit_rows(as_matrix(np.vstack(items), "queries", dim=self.dim), "queries")
-            scores = corpus.vectors @ matrix.T.astype(np.float32)
-            everything = np.ones(len(corpus.vectors), dtype=bool)
-            return [
-                [
-                    Hit(corpus.ids[row], float(scores[row, column]), float(scores[row, column]))
-                    for row in top_k(scores[:, column].astype(np.float64), everything, k)
-                ]
-                for column in range(len(items))
-            ]
+        if checked["mode"] == "knn" and plain and all(np.ndim(item) == 1 for item in items):
+            return _knn_batch(corpus, items, k)
 
         def answer(group: list[ArrayLike]) -> list[list[Hit]]:
             plans = [_plan(corpus, item, positives, negatives, checked) for item in group]
@@ -610,7 +648,11 @@ class ExemplarIndex:
         # steps keep one core busy, so spreading the groups over the cores beats lending every
         # BLAS call all of them (a group still shares its passes over the corpus).
         threads = blas_threads()
-        size = max(1, min(_BATCH_GROUP, -(-len(items) // threads)))
+        memory = max(corpus.vectors.nbytes // 4, _BATCH_MEMORY_FLOOR)
+        budget = memory // (_QUERY_BYTES_PER_ROW * len(corpus.vectors))
+        # At most one group per thread in flight, together within a quarter of the corpus
+        # (but one query per thread at least): a batch of any size runs in such chunks.
+        size = max(1, min(_BATCH_GROUP, budget // threads, -(-len(items) // threads)))
         groups = [items[first : first + size] for first in range(0, len(items), size)]
         if threads == 1 or len(groups) == 1:
             return [hits for group in groups for hits in answer(group)]
@@ -620,73 +662,56 @@ class ExemplarIndex:
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Save to the directory ``path``: arrays as ``.npy``, ids and format as JSON.
+        """Save to the directory ``path``: one version of the index, crash-safe.
 
-        The corpus statistics the SVM solver seeds with (the second moment) are saved too, when
-        they have been computed. The manifest is replaced last, by an atomic rename, so a crash
-        leaves either the old index or the new one, never a mix.
+        The vectors go to ``.npy`` (no pickle), the ids to JSON, with the corpus statistics the
+        SVM solver seeds with (the second moment) when they have been computed, and the
+        :attr:`settings`. Each file is named after its content and listed, with its size and
+        checksum, in the manifest ``index.json``, which is written last by an atomic rename;
+        the previous version's files are removed only after that. A process killed at any
+        point leaves the old index or the new one, never a mix, and the next save or load
+        removes its leftovers. Saves to one folder wait for each other, across processes
+        too (an exclusive ``flock`` on the folder, where the platform has it); a load needs no
+        lock (see :meth:`load`). A folder holding something else than an index is never
+        overwritten: ``ValueError``.
         """
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Only ever overwrite an index this library wrote; this raises for anything else.
-        old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
-        corpus = self._corpus
-        array_name, digest = _write_array(folder, "vectors", corpus.vectors)
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "count": len(corpus.ids),  # of this snapshot, not of a later add
-            "dim": self.dim,
-            "dtype": "float32",
-            "vectors": array_name,
-            "sha256": digest,
-            "ids": list(corpus.ids),
-        }
-        if self._settings:
-            manifest["settings"] = self._settings
-        if corpus.stats.gram is not None:
-            gram_name, gram_digest = _write_array(folder, "second-moment", corpus.stats.gram)
-            manifest["second_moment"] = {"file": gram_name, "sha256": gram_digest}
-        write_atomic(folder / MANIFEST, json.dumps(manifest).encode())
-        if old is not None:
-            keep = set(_array_files(manifest))
-            for name in _array_files(old):
-                if name not in keep:
-                    (folder / name).unlink(missing_ok=True)
+        _index_files.save(Path(path), self._state())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExemplarIndex:
-        """Load an index written by :meth:`save`; anything else raises ``ValueError``."""
+        """Load an index written by :meth:`save` (format version 1 or 2).
+
+        Only regular files inside the folder are opened (no FIFO, device, directory or
+        symlink out of it), each file's size is checked against the manifest before it is
+        read, the manifest's JSON is bounded (64 MiB, 64 levels of nesting), every file's
+        checksum is verified (the ids' too) and the rows are validated as the constructor
+        validates them (finite, unit length). A load that races a save in another process
+        reads the old or the new version, retrying when the save removed files it was about
+        to read. Anything else raises ``ValueError`` naming the file.
+        """
         folder = Path(path)
-        manifest = _read_manifest(folder)
-        expected = (manifest.get("count"), manifest.get("dim"))
-        vectors = _read_array(
-            folder, manifest.get("vectors"), manifest.get("sha256"), np.float32, expected
-        )
-        ids = manifest.get("ids")
-        if not isinstance(ids, list) or len(ids) != len(vectors):
-            raise ValueError(f"{folder / MANIFEST} is corrupt: ids do not match the vectors")
-        stats = CorpusStats.of(vectors)
-        saved = manifest.get("second_moment")
-        if saved is not None:
-            if not isinstance(saved, dict):
-                raise ValueError(f"{folder / MANIFEST} is corrupt: bad 'second_moment' entry")
-            dim = manifest.get("dim")
-            stats.gram = _read_array(
-                folder, saved.get("file"), saved.get("sha256"), np.float64, (dim, dim)
-            )
-        settings = manifest.get("settings", {})
+        state = _index_files.load(folder)
+        return cls._from_state(state, folder / MANIFEST)
+
+    @classmethod
+    def _from_state(cls, state: IndexState, manifest: Path) -> ExemplarIndex:
+        """An index of saved ``state``, its settings validated (``manifest`` names them)."""
         try:
-            if not isinstance(settings, dict):
-                raise ValueError("not a mapping")
-            settings = check_search_options(settings)
+            settings = check_search_options(state.settings)
         except ValueError as exc:
-            raise ValueError(f"{folder / MANIFEST} is corrupt: bad 'settings' ({exc})") from None
+            raise ValueError(f"{manifest} is corrupt: bad 'settings' ({exc})") from None
+        stats = CorpusStats.of(state.vectors)
+        stats.gram = state.gram
         index = cls.__new__(cls)
-        index._corpus = _Corpus.build(vectors, ids, stats)
+        index._corpus = _Corpus.build(state.vectors, state.ids, stats)
         index._settings = settings
         index._write_lock = WriteLock()
         return index
+
+    def _state(self) -> IndexState:
+        """What :meth:`save` writes, of one snapshot (a retriever persists it with its own)."""
+        corpus = self._corpus
+        return IndexState(corpus.vectors, list(corpus.ids), corpus.stats.gram, self._settings)
 
     def __repr__(self) -> str:
         return f"ExemplarIndex(n={len(self)}, dim={self.dim})"
@@ -757,7 +782,7 @@ def _plan(
     hard_negative_weight = checked["hard_negative_weight"]
     hybrid_weight, rocchio = checked["hybrid_weight"], checked["rocchio"]
     prf_weight = checked["prf_weight"]
-    queries = unit_rows(as_matrix(query, "query", dim=corpus.vectors.shape[1]), "query")
+    queries = as_queries(query, corpus.vectors.shape[1])
     pos_rows, pos_vectors = corpus.examples(positives, "positives")
     neg_rows, neg_vectors = corpus.examples(negatives, "negatives")
     both = set(pos_rows) & set(neg_rows)
@@ -786,11 +811,7 @@ def _plan(
         knn_scores = vectors @ knn_direction.astype(np.float32)
     positive_scores = excess = None
     if len(negative_set) and checked["demote"]:
-        # One more pass: the centroid's cosines and every negative's, for the demotion.
-        directions = np.vstack([centroid, negative_set]).astype(np.float32)
-        products = vectors @ directions.T
-        positive_scores = products[:, 0]
-        excess = np.maximum(products[:, 1:].max(axis=1) - positive_scores, 0.0).astype(np.float64)
+        positive_scores, excess = _demotion(vectors, centroid, negative_set)
     demotion = {"excess": excess, "demote": checked["demote"], "positive_scores": positive_scores}
     feedback_rows, feedback_weights = _feedback(
         knn_scores, candidates, feedback, checked["feedback_threshold"]
@@ -848,6 +869,49 @@ def _plan(
         lda=mode == "lda",
         **demotion,
     )
+
+
+def _demotion(
+    vectors: NDArray[np.float32], centroid: NDArray[Any], negatives: NDArray[Any]
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Every row's cosine to the positives' centroid, and how far it is more like one of the
+    negatives (0 if it is not): one more pass, or a few for many negatives."""
+    directions = np.vstack([centroid, negatives]).astype(np.float32)
+    # A pass over d / 4 directions at a time: its products take a quarter of the corpus matrix.
+    width = max(8, vectors.shape[1] // 4)
+    if len(directions) <= width:
+        products = vectors @ directions.T
+        positive_scores = products[:, 0]
+        nearest = products[:, 1:].max(axis=1)
+    else:
+        positive_scores = (vectors @ directions[:width].T)[:, 0]
+        nearest = np.full(len(vectors), -np.inf, dtype=np.float32)
+        for first in range(1, len(directions), width):
+            part = vectors @ directions[first : first + width].T
+            np.maximum(nearest, part.max(axis=1), out=nearest)
+    return positive_scores, np.maximum(nearest - positive_scores, 0.0).astype(np.float64)
+
+
+def _knn_batch(corpus: _Corpus, items: list[ArrayLike], k: int) -> list[list[Hit]]:
+    """kNN for single-vector queries: matrix products of at most ``d / 4`` queries each, so
+    the scores in flight take at most a quarter of the corpus matrix."""
+    dim = corpus.vectors.shape[1]
+    width = max(1, dim // 4)
+    everything = np.ones(len(corpus.vectors), dtype=bool)
+    answers: list[list[Hit]] = []
+    for first in range(0, len(items), width):
+        chunk = np.vstack(items[first : first + width])
+        matrix = unit_rows(as_matrix(chunk, "queries", dim=dim), "queries")
+        scores = corpus.vectors @ matrix.T.astype(np.float32)
+        for column in range(len(matrix)):
+            rows = top_k(scores[:, column].astype(np.float64), everything, k)
+            answers.append(
+                [
+                    Hit(corpus.ids[row], float(scores[row, column]), float(scores[row, column]))
+                    for row in rows
+                ]
+            )
+    return answers
 
 
 def concrete_mode(mode: Mode, has_positives: bool) -> Mode:
@@ -956,8 +1020,27 @@ def _spread(scores: NDArray[Any], mask: NDArray[np.bool_]) -> float:
     return float(np.asarray(scores, dtype=np.float64)[mask].std())
 
 
+def as_queries(query: ArrayLike, dim: int) -> NDArray[Any]:
+    """The query's normalised rows, at most :data:`MAX_QUERY_ROWS` of them."""
+    return unit_rows(
+        check_rows(as_matrix(query, "query", dim=dim), "query", MAX_QUERY_ROWS), "query"
+    )
+
+
 def split_examples(examples: Examples, name: str, dim: int) -> tuple[list[str], NDArray[Any]]:
-    """Split examples into ids (in order, each once) and normalised extra vectors."""
+    """Split examples into ids (in order, each once) and normalised extra vectors; at most
+    :data:`MAX_EXAMPLES` of them (for ``name``) in all."""
+    ids, vectors = _split_examples(examples, name, dim)
+    most = MAX_EXAMPLES.get(name)
+    if most is not None and len(ids) + len(vectors) > most:
+        raise ValueError(
+            f"{name} has more than {most} examples, the most a search takes (each costs it "
+            "memory over every corpus row): pass the most telling ones"
+        )
+    return ids, vectors
+
+
+def _split_examples(examples: Examples, name: str, dim: int) -> tuple[list[str], NDArray[Any]]:
     empty = np.empty((0, dim))
     if examples is None:
         return [], empty
@@ -973,6 +1056,8 @@ def split_examples(examples: Examples, name: str, dim: int) -> tuple[list[str], 
             ids[item] = None
         else:
             vectors.append(as_matrix(item, name, dim=dim))
+        if len(ids) + len(vectors) > MAX_EXAMPLES.get(name, len(ids) + len(vectors)):
+            break  # too many: refused by the caller without converting the rest
     stacked = unit_rows(np.vstack(vectors), name) if vectors else empty
     return list(ids), stacked
 
@@ -1011,49 +1096,3 @@ def top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDArr
         rows, values = rows[keep], values[keep]
     order = np.lexsort((rows, -values))[:k]
     return rows[order]
-
-
-def _write_array(folder: Path, prefix: str, array: NDArray[Any]) -> tuple[str, str]:
-    """Write ``array`` as ``<prefix>-<hash>.npy`` (atomically); return its name and sha256."""
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    payload = buffer.getvalue()
-    digest = hashlib.sha256(payload).hexdigest()
-    name = f"{prefix}-{digest[:16]}.npy"
-    write_atomic(folder / name, payload)
-    return name, digest
-
-
-def _read_array(
-    folder: Path, name: object, digest: object, dtype: type, shape: tuple[object, ...]
-) -> NDArray[Any]:
-    """Read an array named in the manifest, refusing anything that is not what was written."""
-    if not isinstance(name, str) or Path(name).name != name:
-        raise ValueError(f"{folder / MANIFEST} is corrupt: bad array entry {name!r}")
-    payload = (folder / name).read_bytes()
-    if hashlib.sha256(payload).hexdigest() != digest:
-        raise ValueError(f"{folder / name} is corrupt: its checksum does not match")
-    try:
-        array: NDArray[Any] = np.load(io.BytesIO(payload), allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{folder / name} is not a readable .npy array: {exc}") from None
-    if array.dtype != dtype or array.shape != shape:
-        raise ValueError(
-            f"{folder / name} is corrupt: {array.dtype} {array.shape}, expected "
-            f"{np.dtype(dtype)} {shape}"
-        )
-    return array
-
-
-def _array_files(manifest: dict[str, Any]) -> list[str]:
-    files = [str(manifest.get("vectors"))]
-    saved = manifest.get("second_moment")
-    if isinstance(saved, dict):
-        files.append(str(saved.get("file")))
-    return files
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    return read_versioned_json(
-        folder / MANIFEST, format=FORMAT, version=FORMAT_VERSION, what="an exemplar-svm index"
-    )

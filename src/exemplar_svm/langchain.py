@@ -31,9 +31,17 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from numpy.typing import ArrayLike, NDArray
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import Self
 
+from exemplar_svm._checks import as_id_list, check_k
 from exemplar_svm._locks import WriteLock
 from exemplar_svm.calibration import Calibration, embed_queries
 from exemplar_svm.embedders import Embedder, as_embedder
@@ -136,6 +144,8 @@ class ExemplarSVMRetriever(BaseRetriever):
     negative_weight : float, optional
         How many anonymous corpus documents one named negative counts for.
 
+    Notes
+    -----
     ``mode``, ``C``, ``negative_weight`` and the options of ``search_kwargs`` left at ``None``
     take the index's settings (those :meth:`calibrate` chose for this corpus, saved with the
     index), else the library's defaults.
@@ -181,7 +191,8 @@ class ExemplarSVMRetriever(BaseRetriever):
     returned documents come from its ``get_by_ids`` and new ones go to its ``add_documents``."""
 
     k: int = Field(default=4, ge=1)
-    """How many documents to return; ``invoke(query, k=...)`` overrides it for one call."""
+    """How many documents to return; ``invoke(query, k=...)`` overrides it for one call. A
+    whole number (``True`` is refused, not taken as 1)."""
 
     mode: Mode | None = None
     """How to rank: ``"auto"``, ``"prf"``, ``"svm"`` (the exemplar SVM), ``"knn"`` (cosine
@@ -190,12 +201,12 @@ class ExemplarSVMRetriever(BaseRetriever):
     default (``"auto"``)."""
 
     C: float | None = Field(default=None, gt=0)
-    """The SVM's loss weight: larger fits the examples more tightly. ``None``: the index's
-    calibrated setting, else the library's default."""
+    """The SVM's loss weight, in (0, 1e6]: larger fits the examples more tightly. ``None``: the
+    index's calibrated setting, else the library's default."""
 
     negative_weight: float | None = Field(default=None, gt=0)
-    """How many anonymous corpus documents one named negative counts for in the SVM's loss.
-    ``None``: the index's calibrated setting, else the library's default."""
+    """How many anonymous corpus documents one named negative counts for in the SVM's loss, in
+    (0, 1e6]. ``None``: the index's calibrated setting, else the library's default."""
 
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
     """The core's other ranking options, as :meth:`exemplar_svm.ExemplarIndex.search` takes
@@ -212,6 +223,19 @@ class ExemplarSVMRetriever(BaseRetriever):
     @classmethod
     def _check_search_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_search_options(value, own=("mode", "C", "negative_weight"))
+
+    # Checked before pydantic converts them: it would take True as 1 and "0.5" as a number,
+    # and C=inf would fail only at the first query.
+    @field_validator("k", mode="before")
+    @classmethod
+    def _check_k(cls, value: Any) -> int:
+        return check_k(value)
+
+    @field_validator("C", "negative_weight", mode="before")
+    @classmethod
+    def _check_option(cls, value: Any, info: ValidationInfo) -> float | None:
+        name = str(info.field_name)
+        return None if value is None else float(check_search_options({name: value})[name])
 
     @model_validator(mode="after")
     def _check_corpus(self) -> Self:
@@ -726,7 +750,8 @@ def _resolved(embedding: Any) -> Any:
 
 
 def _check_kwargs(cls: type[ExemplarSVMRetriever], kwargs: dict[str, Any]) -> None:
-    """Refuse unknown or clashing arguments before anything is embedded."""
+    """Refuse unknown or clashing arguments, and bad ranking options, before anything is
+    embedded."""
     allowed = set(cls.model_fields) - _BUILT
     wrong = sorted(set(kwargs) - allowed)
     if wrong:
@@ -734,6 +759,11 @@ def _check_kwargs(cls: type[ExemplarSVMRetriever], kwargs: dict[str, Any]) -> No
             f"unexpected argument(s) {', '.join(map(repr, wrong))} for {cls.__name__}; "
             f"expected some of {', '.join(sorted(allowed))}"
         )
+    if kwargs.get("k") is not None:
+        check_k(kwargs["k"])
+    check_search_options({name: kwargs.get(name) for name in ("C", "negative_weight")})
+    if isinstance(kwargs.get("search_kwargs"), Mapping):
+        check_search_options(kwargs["search_kwargs"], own=("mode", "C", "negative_weight"))
 
 
 def _to_documents(
@@ -764,7 +794,7 @@ def _with_ids(
     for position, doc in enumerate(docs):
         if not isinstance(doc, Document):
             raise TypeError(f"documents[{position}] is a {type(doc).__name__}, not a Document")
-    id_list = [None] * len(docs) if ids is None else list(ids)
+    id_list = [None] * len(docs) if ids is None else as_id_list(ids)
     if len(id_list) != len(docs):
         raise ValueError(f"got {len(id_list)} ids for {len(docs)} documents")
     out: list[Document] = []

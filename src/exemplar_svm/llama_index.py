@@ -18,7 +18,6 @@ from exemplar_svm._optional import class_in, require
 require("llama_index.core", extra="llama-index")
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,8 +50,20 @@ from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQue
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 from numpy.typing import ArrayLike, NDArray
 
-from exemplar_svm._checks import check_k, check_positive
-from exemplar_svm._files import read_versioned_json, write_atomic
+from exemplar_svm import _index_files
+from exemplar_svm._checks import check_k
+from exemplar_svm._files import (
+    content_file,
+    decode_json,
+    encode_json,
+    file_entry,
+    publish,
+    read_checked,
+    read_manifest,
+    read_version,
+    remove_files,
+    tidy,
+)
 from exemplar_svm._locks import WriteLock
 from exemplar_svm.calibration import Calibration, embed_queries
 from exemplar_svm.embedders import Embedder, as_embedder
@@ -82,11 +93,14 @@ dispatcher = instrument.get_dispatcher(__name__)  # type: ignore[attr-defined]
 #: embedding text).
 SIMILARITY_KEY = "similarity"
 
-#: Retriever parameters and nodes, next to the ``index/`` folder written by ``ExemplarIndex``.
+#: The manifest of a persisted retriever: its parameters, and the files of its nodes and index
+#: (see :meth:`ExemplarSVMRetriever.persist`).
 PERSIST_FILENAME = "retriever.json"
+# Format version 1 kept the nodes in the manifest and the index in this folder next to it.
 INDEX_DIRNAME = "index"
 FORMAT = "exemplar-svm-llama-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 
 #: One example: a node id, a node, a retrieved ``NodeWithScore``, or an embedding vector.
 Example = Union[str, BaseNode, NodeWithScore, ArrayLike]  # noqa: UP007
@@ -247,10 +261,9 @@ class ExemplarSVMRetriever(BaseRetriever):
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self.mode: Mode | None = mode
-        self.C = None if C is None else check_positive(C, "C")
-        self.negative_weight = (
-            None if negative_weight is None else check_positive(negative_weight, "negative_weight")
-        )
+        own = check_search_options({"C": C, "negative_weight": negative_weight})
+        self.C: float | None = own.get("C")
+        self.negative_weight: float | None = own.get("negative_weight")
         self.search_kwargs = check_search_options(
             search_kwargs or {}, own=("mode", "C", "negative_weight")
         )
@@ -680,28 +693,40 @@ class ExemplarSVMRetriever(BaseRetriever):
     # -- persistence ---------------------------------------------------------------------
 
     def persist(self, path: str | os.PathLike[str]) -> None:
-        """Save to the directory ``path``: ``index/`` (the core's format) and ``retriever.json``.
+        """Save to the directory ``path``: the nodes, the index and the parameters, as one
+        version, crash-safe; no pickle is used.
 
-        ``retriever.json`` holds the nodes (without embeddings) and the parameters, and is
-        written atomically after the index; no pickle is used. The embedding model is not
-        saved: pass it to :meth:`from_persist_dir`.
+        The nodes (without embeddings) go to a JSON file, the index's vectors, ids and solver
+        statistics to the files :meth:`ExemplarIndex.save` writes, each named after its
+        content; the manifest ``retriever.json`` holds the parameters and names every file
+        with its size and checksum. It is written last, by an atomic rename, and the previous
+        version's files are removed only after that: a process killed at any point leaves
+        the old retriever or the new one (never new vectors with old texts), and the next
+        persist or load removes its leftovers. Persists to one folder wait for each other,
+        across processes too. A folder written by an older version (``index/`` next to
+        ``retriever.json``) is replaced by this format. The embedding model is not saved:
+        pass it to :meth:`from_persist_dir`.
 
         A retriever over an external vector store raises ``ValueError``: its data lives in the
         store, so build it again with :meth:`from_defaults` on the ``VectorStoreIndex``.
         """
         index = self._memory_index("persist")
-        # No insert may land between the nodes written here and the index saved below.
+        # No insert may land between the nodes written here and the index snapshot below.
         with self._write_lock:
             self._persist(index, Path(path))
 
     def _persist(self, index: ExemplarIndex, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        state = index._state()  # one snapshot: its ids are the nodes written
         nodes = []
-        for item in index.ids:
+        for item in state.ids:
             entry = doc_to_json(self._nodes[item])
             entry[DATA_KEY]["embedding"] = None  # the index holds the vectors
             nodes.append(entry)
-        state = {
+        fields, files, payloads = _index_files.encode(state)
+        node_payload = encode_json(nodes, "the nodes (their metadata must be JSON)")
+        node_name, files["nodes"] = content_file("nodes", ".json", node_payload)
+        payloads[node_name] = node_payload
+        manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "similarity_top_k": self.similarity_top_k,
@@ -712,16 +737,17 @@ class ExemplarSVMRetriever(BaseRetriever):
             "positives": _items_to_json(self._items(self.positives, "positives")),
             "negatives": _items_to_json(self._items(self.negatives, "negatives")),
             "filters": None if self.filters is None else self.filters.model_dump(mode="json"),
-            "nodes": nodes,
+            "index": fields,
+            "files": files,
         }
-        try:
-            payload = json.dumps(state, ensure_ascii=False).encode("utf-8")
-        except TypeError as exc:
-            raise ValueError(
-                f"cannot persist: node metadata must be JSON-serialisable ({exc})"
-            ) from None
-        index.save(folder / INDEX_DIRNAME)
-        write_atomic(folder / PERSIST_FILENAME, payload)
+        publish(
+            folder,
+            PERSIST_FILENAME,
+            manifest,
+            payloads,
+            previous=lambda: _persisted_files(folder),
+            after=lambda: _remove_legacy_index(folder),
+        )
 
     @classmethod
     def from_persist_dir(
@@ -737,20 +763,27 @@ class ExemplarSVMRetriever(BaseRetriever):
     ) -> ExemplarSVMRetriever:
         """Load a retriever saved by :meth:`persist`; anything else raises ``ValueError``.
 
+        The files are checked as :meth:`ExemplarIndex.load` checks an index's (regular files
+        inside the folder only, sizes before reading, checksums, bounded JSON, unit rows) and
+        the node ids must be the index's ids; a load that races a persist in another process
+        reads the old or the new version. Every failure is a ``ValueError`` naming the file.
+
         ``embed_model`` must be the model that embedded the nodes (``None``: as in the
         constructor). ``overrides`` replace saved parameters (``similarity_top_k``, ``mode``,
         ``C``, ``negative_weight``, ``search_kwargs``, ``positives``, ``negatives``, ``filters``).
         """
         folder = Path(path)
-        state = read_versioned_json(
-            folder / PERSIST_FILENAME,
+        tidy(folder, PERSIST_FILENAME)
+        index, nodes, state = read_version(
+            folder,
+            PERSIST_FILENAME,
+            lambda manifest: _read_persisted(folder, manifest),
             format=FORMAT,
-            version=FORMAT_VERSION,
+            versions=FORMAT_VERSIONS,
             what="a persisted ExemplarSVMRetriever",
         )
-        index = ExemplarIndex.load(folder / INDEX_DIRNAME)
+        manifest_path = folder / PERSIST_FILENAME
         try:
-            nodes = [json_to_doc(entry) for entry in state["nodes"]]
             params: dict[str, Any] = {
                 "similarity_top_k": state["similarity_top_k"],
                 "mode": state["mode"],
@@ -764,17 +797,15 @@ class ExemplarSVMRetriever(BaseRetriever):
                 else MetadataFilters.model_validate(state["filters"]),
             }
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{folder / PERSIST_FILENAME} is corrupt: {exc!r}") from None
-        node_ids = [node.node_id for node in nodes]
-        if sorted(node_ids) != sorted(index.ids):
-            raise ValueError(
-                f"{folder} is inconsistent: the node ids in {PERSIST_FILENAME} do not match the "
-                f"ids in {INDEX_DIRNAME}/ ({len(node_ids)} nodes, {len(index)} vectors); "
-                "persist the retriever again"
-            )
+            raise ValueError(f"{manifest_path} is corrupt: {exc!r}") from None
         unknown = set(overrides) - set(params)
         if unknown:
             raise TypeError(f"unexpected parameters: {', '.join(sorted(unknown))}")
+        try:
+            # Checked here (the constructor checks them again), so that a bad one names the file.
+            _check_parameters({name: params[name] for name in set(params) - set(overrides)})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{manifest_path} is corrupt: {exc}") from None
         params.update(overrides)
         return cls(
             index,
@@ -799,6 +830,87 @@ class ExemplarSVMRetriever(BaseRetriever):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _check_parameters(params: Mapping[str, Any]) -> None:
+    """The constructor's checks of the saved parameters (``ValueError`` for a bad one)."""
+    if "similarity_top_k" in params:
+        check_k(params["similarity_top_k"])
+    mode = params.get("mode")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_search_options({name: params.get(name) for name in ("C", "negative_weight")})
+    search_kwargs = params.get("search_kwargs", {})
+    if not isinstance(search_kwargs, Mapping):
+        raise ValueError("search_kwargs must be a mapping")
+    check_search_options(search_kwargs, own=("mode", "C", "negative_weight"))
+
+
+def _persisted_files(folder: Path) -> set[str]:
+    """The files the folder's ``retriever.json`` names (none without one); raises
+    ``ValueError`` if it is not a retriever's, so a persist never overwrites what it did not
+    write."""
+    manifest = folder / PERSIST_FILENAME
+    if not manifest.exists() and not manifest.is_symlink():
+        return set()
+    _, state = read_manifest(
+        folder,
+        PERSIST_FILENAME,
+        format=FORMAT,
+        versions=FORMAT_VERSIONS,
+        what="a persisted ExemplarSVMRetriever",
+    )
+    return _index_files.file_names(state) if state.get("version") != 1 else set()
+
+
+def _remove_legacy_index(folder: Path) -> None:
+    """Remove the ``index/`` folder of format version 1, once a newer manifest is in place
+    (only the files an index writes, and the folder if that empties it)."""
+    legacy = folder / INDEX_DIRNAME
+    if legacy.is_dir() and not legacy.is_symlink():
+        remove_files(legacy, [_index_files.MANIFEST])
+
+
+def _read_persisted(
+    folder: Path, manifest: dict[str, Any]
+) -> tuple[ExemplarIndex, list[BaseNode], dict[str, Any]]:
+    """The index and nodes a manifest of version 1 or 2 describes, checked to match."""
+    path = folder / PERSIST_FILENAME
+    if manifest.get("version") == 1:
+        # Format 1: the nodes are in the manifest, the index in its own folder.
+        index = ExemplarIndex.load(folder / INDEX_DIRNAME)
+        nodes = _nodes_from_json(manifest.get("nodes"), path)
+        node_ids = [node.node_id for node in nodes]
+        if sorted(node_ids) != sorted(index.ids):
+            raise ValueError(
+                f"{folder} is inconsistent: the node ids in {PERSIST_FILENAME} do not match the "
+                f"ids in {INDEX_DIRNAME}/ ({len(node_ids)} nodes, {len(index)} vectors); "
+                "persist the retriever again"
+            )
+        return index, nodes, manifest
+    files, fields = manifest.get("files"), manifest.get("index")
+    if not isinstance(files, dict) or not isinstance(fields, dict):
+        raise ValueError(f"{path} is corrupt: no 'index' or 'files' entry")
+    state = _index_files.decode_fields(folder, path, fields, files)
+    name, size, digest = file_entry(files.get("nodes"), path, "nodes")
+    payload = read_checked(folder, name, digest, path, size=size)
+    nodes = _nodes_from_json(decode_json(payload, folder / name), folder / name)
+    node_ids = [node.node_id for node in nodes]
+    if node_ids != state.ids:
+        raise ValueError(
+            f"{folder} is inconsistent: the node ids in {name} do not match the index's ids "
+            f"({len(node_ids)} nodes, {len(state.ids)} vectors); persist the retriever again"
+        )
+    return ExemplarIndex._from_state(state, path), nodes, manifest
+
+
+def _nodes_from_json(entries: object, path: Path) -> list[BaseNode]:
+    if not isinstance(entries, list):
+        raise ValueError(f"{path} is corrupt: the nodes are not a list")
+    try:
+        return [json_to_doc(entry) for entry in entries]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} is corrupt: a node cannot be read ({exc!r})") from None
 
 
 def _default_embed_model(embed_model: EmbedModel) -> Any:

@@ -54,6 +54,7 @@ from exemplar_svm.index import (
     Mode,
     PriorDirection,
     _feedback,
+    as_queries,
     concrete_mode,
     direction_of,
     named_negative_weight,
@@ -340,7 +341,7 @@ class StoreIndex:
         if total == 0 or not len(sample):
             return []
         dim = sample.shape[1]
-        queries = unit_rows(as_matrix(query, "query", dim=dim), "query")
+        queries = as_queries(query, dim)
         pos_ids, pos_vectors = split_examples(positives, "positives", dim)
         neg_ids, neg_vectors = split_examples(negatives, "negatives", dim)
         clash = next((item for item in pos_ids if item in set(neg_ids)), None)
