@@ -13,6 +13,10 @@ import pytest
 # Prove the local model loads without the network: any hub access fails instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Torch's OpenMP threads spin while they wait; on two cores with anything else busy (numpy's
+# BLAS threads after a solve, another process) one short embedding then takes 0.3 s instead of
+# 0.04 s. Set before torch is first imported (by the local model), here and in subprocesses.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("EXEMPLAR_SVM_DATASETS", ROOT.parent / "shared" / "datasets"))

@@ -52,17 +52,44 @@ def check_framework_example(out: str, namespace: dict[str, Any]) -> None:
     assert out.splitlines()[0].split()[0] == "kitten-food"
 
 
+def check_langchain_migration(out: str, namespace: dict[str, Any]) -> None:
+    """The SVMRetriever example: the threshold cuts the 3 best to fewer, the kitten note first."""
+    lines = out.splitlines()
+    kept = lines[:-1]
+    assert 0 < len(kept) < 3 and kept[0].startswith("1.0 ") and "Kittens" in kept[0]
+    assert all(float(line.split()[0]) >= 0.7 for line in kept)
+    assert len(eval(lines[-1])) == 3  # no threshold: always k
+
+
+def check_llama_index_migration(out: str, namespace: dict[str, Any]) -> None:
+    """The "svm" query mode and the retriever that replaces it return the same nodes and
+    scores."""
+    lines = out.splitlines()
+    for line in lines[:3]:
+        old_id, old_score, new_id, new_score = line.split()
+        assert (old_id, old_score) == (new_id, new_score)
+    assert lines[0].split()[0] == "kitten-food"
+
+
 #: Extra checks of what some examples print, by page and block number.
 CHECKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
     "vector-databases.md#1": check_store_example,
     "vector-databases.md#2": check_store_example,
     "langchain.md#1": check_framework_example,
     "llama-index.md#1": check_framework_example,
+    "migrating.md#1": check_langchain_migration,
+    "migrating.md#2": check_llama_index_migration,
 }
 
 
 def test_the_docs_have_examples() -> None:
-    written = {"user-guide.md", "langchain.md", "llama-index.md", "vector-databases.md"}
+    written = {
+        "user-guide.md",
+        "langchain.md",
+        "llama-index.md",
+        "vector-databases.md",
+        "migrating.md",
+    }
     assert written <= {example.values[0].split("#")[0] for example in EXAMPLES}
     assert set(CHECKS) <= {example.values[0] for example in EXAMPLES}
 

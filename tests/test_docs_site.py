@@ -55,5 +55,6 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     # The API reference comes from the docstrings, with Sphinx roles turned into code.
     assert "search_batch" in reference and "calibrate" in reference
     assert ":class:" not in reference and ":meth:" not in reference
-    for page in ("user-guide", "cli", "langchain", "llama-index", "vector-databases", "quality"):
+    pages = ("user-guide", "cli", "langchain", "llama-index", "vector-databases", "quality")
+    for page in (*pages, "migrating"):
         assert (site / page / "index.html").is_file(), page

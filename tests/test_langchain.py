@@ -704,3 +704,88 @@ def test_bad_search_kwargs_are_refused_when_built(
         ExemplarSVMRetriever(**base, search_kwargs={"hybrid_weight": 2})
     with pytest.raises(ValidationError, match="with the retriever's own argument"):
         ExemplarSVMRetriever(**base, search_kwargs={"mode": "knn"})
+
+
+# -- langchain-community SVMRetriever compatibility (docs/migrating.md) -------------------------
+
+
+def test_relevancy_threshold_is_the_min_max_normalised_score(
+    retriever: ExemplarSVMRetriever,
+) -> None:
+    query = "looking after animals at home"
+    everything = retriever.invoke(query, k=len(TEXTS), mode="svm")
+    scores = [doc.metadata["score"] for doc in everything]
+    highest, lowest = max(scores), min(scores)
+    expected = [(score - highest) / (highest - lowest) + 1.0 for score in scores]
+
+    docs = retriever.invoke(query, k=len(TEXTS), mode="svm", relevancy_threshold=0.0)
+    assert ids_of(docs) == ids_of(everything)
+    assert [doc.metadata["relevancy"] for doc in docs] == pytest.approx(expected, abs=1e-9)
+    assert docs[0].metadata["relevancy"] == 1.0 and docs[-1].metadata["relevancy"] == 0.0
+    # Of the k best, those at or above the threshold: fewer than k is allowed.
+    kept = [doc for doc in docs[:6] if doc.metadata["relevancy"] >= 0.6]
+    assert 0 < len(kept) < 6
+    thresholded = retriever.model_copy(update={"relevancy_threshold": 0.6, "k": 6})
+    assert ids_of(thresholded.invoke(query, mode="svm")) == ids_of(kept)
+    # Per call it overrides the field, also with None; without one, no "relevancy" entry.
+    assert len(thresholded.invoke(query, mode="svm", relevancy_threshold=None)) == 6
+    assert "relevancy" not in retriever.invoke(query)[0].metadata
+    assert all("relevancy" not in doc.metadata for doc in retriever.documents.values())
+
+
+async def test_relevancy_threshold_async_and_with_examples(
+    retriever: ExemplarSVMRetriever,
+) -> None:
+    options = {"k": 10, "negatives": ["pets-1"], "relevancy_threshold": 0.4}
+    query = "cats and kittens"
+    docs = retriever.invoke(query, **options)
+    assert ids_of(await retriever.ainvoke(query, **options)) == ids_of(docs)
+    # The named example is not ranked, so it is not the worst document either.
+    assert "pets-1" not in ids_of(docs)
+    ranked = retriever.invoke(query, k=len(TEXTS), negatives=["pets-1"], relevancy_threshold=0)
+    assert len(ranked) == len(TEXTS) - 1 and ranked[-1].metadata["relevancy"] == 0.0
+
+
+@pytest.mark.parametrize("value", [True, -0.1, 1.5, float("nan"), "0.5"])
+def test_bad_relevancy_thresholds_are_refused_before_embedding(
+    embeddings: LocalEmbeddings, retriever: ExemplarSVMRetriever, value: object
+) -> None:
+    with pytest.raises(ValueError, match="relevancy_threshold"):
+        ExemplarSVMRetriever.from_texts(TEXTS, embeddings, relevancy_threshold=value)
+    assert embeddings.document_batches == []
+    with pytest.raises(ValidationError, match="relevancy_threshold"):
+        retriever.model_validate({**dict(retriever), "relevancy_threshold": value})
+    with pytest.raises(ValueError, match="relevancy_threshold"):
+        retriever.invoke("soccer", relevancy_threshold=value)
+    assert embeddings.queries == []
+
+
+def test_relevancy_threshold_needs_the_in_memory_index(embeddings: LocalEmbeddings) -> None:
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    store = InMemoryVectorStore(embeddings)
+    store.add_texts(TEXTS[:6], ids=IDS[:6])
+    with pytest.raises(ValueError, match="in-memory ExemplarIndex"):
+        ExemplarSVMRetriever.from_vectorstore(store, relevancy_threshold=0.5)
+    over_store = ExemplarSVMRetriever.from_vectorstore(store)
+    calls = len(embeddings.queries)
+    with pytest.raises(ValueError, match="in-memory ExemplarIndex"):
+        over_store.invoke("the Moon", relevancy_threshold=0.5)
+    assert len(embeddings.queries) == calls  # refused before the query is embedded
+
+
+def test_from_texts_takes_svm_retrievers_embeddings_keyword(
+    embeddings: LocalEmbeddings,
+) -> None:
+    named = ExemplarSVMRetriever.from_texts(texts=TEXTS, embeddings=embeddings, k=2, ids=IDS)
+    assert named.embedding is embeddings
+    docs = [Document(page_content=text) for text in TEXTS[:4]]
+    assert len(ExemplarSVMRetriever.from_documents(docs, embeddings=embeddings).index) == 4
+    assert len(embeddings.document_batches) == 2
+    with pytest.raises(TypeError, match="both embedding and embeddings"):
+        ExemplarSVMRetriever.from_texts(TEXTS, embeddings, embeddings=embeddings)
+    with pytest.raises(TypeError, match="needs the embedding model"):
+        ExemplarSVMRetriever.from_texts(TEXTS)
+    with pytest.raises(TypeError, match="needs the embedding model"):
+        ExemplarSVMRetriever.from_documents(docs)
+    assert len(embeddings.document_batches) == 2

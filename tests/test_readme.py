@@ -31,6 +31,16 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "<!-- test-command -->" in ci and "<!-- test-command -->" in README.read_text()
 
 
+def test_the_readme_runs_the_fast_tests_and_ci_the_slow_ones_too() -> None:
+    """Contributors' command leaves the slow tests out; CI runs them after it."""
+    text = README.read_text(encoding="utf-8").split("<!-- test-command -->", 1)[1]
+    command = re.search(r"```bash\n(.*?)\n```", text, re.DOTALL)
+    assert command and command.group(1).endswith('.venv/bin/python -m pytest -m "not slow"')
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    readme_step = ci.index('bash -euo pipefail -c "$command"')
+    assert ci.index("-m pytest -m slow", readme_step) > readme_step
+
+
 NUMBER = re.compile(r"-?\d+\.\d{3}")
 
 

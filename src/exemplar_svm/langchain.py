@@ -73,6 +73,22 @@ Examples = Union[Example, Sequence[Example], None]  # noqa: UP007
 _BUILT = frozenset({"index", "documents", "embedding", "vectorstore"})
 
 
+class _Required:
+    """The default of ``embedding`` in ``from_texts`` / ``from_documents``, which need it (or
+    ``embeddings=``); ``None`` there is a model too, the local default."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_UNSET: Any = _Required()
+_NO_THRESHOLD = (
+    "relevancy_threshold needs the in-memory ExemplarIndex (from_texts, from_documents, "
+    "from_embeddings or from_index): over a vector store the lowest score of the whole "
+    "collection, which the threshold is normalised by, is not known"
+)
+
+
 class ExemplarSVMRetriever(BaseRetriever):
     """LangChain retriever that ranks documents with a per-query exemplar SVM.
 
@@ -118,6 +134,14 @@ class ExemplarSVMRetriever(BaseRetriever):
       whatever the mode.
 
     Existing metadata entries with those names are overwritten in the returned copies only.
+    With a ``relevancy_threshold`` (the field, or ``invoke(query, relevancy_threshold=...)``),
+    each document also carries ``"relevancy"`` (float): its min-max normalised score, the
+    value the threshold is compared with (see the field).
+
+    Coming from langchain-community's ``SVMRetriever``: ``from_texts(texts, embeddings, k=...)``
+    and ``relevancy_threshold`` work as they did there (``embeddings=`` is accepted as another
+    name of ``embedding``); pass ``mode="svm", C=0.1, search_kwargs={"feedback": 0}`` for its
+    exact ranking (see the migration guide, ``docs/migrating.md``).
 
     Parameters
     ----------
@@ -143,6 +167,9 @@ class ExemplarSVMRetriever(BaseRetriever):
         The SVM's loss weight.
     negative_weight : float, optional
         How many anonymous corpus documents one named negative counts for.
+    relevancy_threshold : float, optional
+        Keep, of the ``k`` best documents, only those whose min-max normalised score is at
+        least this, in [0, 1]; see the field.
 
     Notes
     -----
@@ -208,6 +235,25 @@ class ExemplarSVMRetriever(BaseRetriever):
     """How many anonymous corpus documents one named negative counts for in the SVM's loss, in
     (0, 1e6]. ``None``: the index's calibrated setting, else the library's default."""
 
+    relevancy_threshold: float | None = None
+    """Of the ``k`` best documents, return only those whose *relevancy* is at least this; in
+    [0, 1]. ``None`` (the default): no threshold. ``invoke(query, relevancy_threshold=...)``
+    overrides it for one call.
+
+    The relevancy of a document is its score (the mode's, ``metadata["score"]``) min-max
+    normalised over every document the call ranks (the whole corpus, less the documents named
+    as examples): ``(score - lowest) / (highest - lowest)``, so 1 is the call's best document
+    and 0 its worst (all 1 if every score is equal). It is relative to the corpus, not a
+    calibrated probability: 0.5 means half-way between the worst and the best document, for
+    this query, in this mode. Returned documents carry it as ``metadata["relevancy"]``.
+
+    langchain-community's ``SVMRetriever`` normalised its SVM's decision values the same way
+    but over the query's own value too, which is normally the highest: there the best document
+    is below 1, so with its ranking (``mode="svm", C=0.1, search_kwargs={"feedback": 0}``) a
+    threshold keeps at least the documents it kept there, and often more. Finding the lowest
+    score takes a ranking of the whole corpus (one extra sort), so this needs the in-memory
+    ``ExemplarIndex``: it is refused over a vector store (:meth:`from_vectorstore`)."""
+
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
     """The core's other ranking options, as :meth:`exemplar_svm.ExemplarIndex.search` takes
     them: ``prior``, ``prior_direction``, ``feedback``, ``feedback_weight``,
@@ -231,6 +277,11 @@ class ExemplarSVMRetriever(BaseRetriever):
     def _check_k(cls, value: Any) -> int:
         return check_k(value)
 
+    @field_validator("relevancy_threshold", mode="before")
+    @classmethod
+    def _check_threshold(cls, value: Any) -> float | None:
+        return _check_threshold(value)
+
     @field_validator("C", "negative_weight", mode="before")
     @classmethod
     def _check_option(cls, value: Any, info: ValidationInfo) -> float | None:
@@ -249,6 +300,8 @@ class ExemplarSVMRetriever(BaseRetriever):
                 raise ValueError(
                     "documents must be empty with a StoreIndex: they are read from vectorstore"
                 )
+            if self.relevancy_threshold is not None:
+                raise ValueError(_NO_THRESHOLD)
             self._get_embedder()
             return self
         if self.vectorstore is not None:
@@ -278,32 +331,39 @@ class ExemplarSVMRetriever(BaseRetriever):
     def from_texts(
         cls,
         texts: Iterable[str],
-        embedding: Any,
+        embedding: Any = _UNSET,
         metadatas: Iterable[dict[str, Any]] | None = None,
         ids: Iterable[str | None] | None = None,
         **kwargs: Any,
     ) -> ExemplarSVMRetriever:
         """Embed ``texts`` in batches with ``embedding`` and index them.
 
+        ``from_texts(texts, embeddings, k=...)`` is also langchain-community's
+        ``SVMRetriever.from_texts`` call: ``embeddings=`` is accepted as another name of
+        ``embedding``, and ``relevancy_threshold`` is a field here too.
+
         Parameters
         ----------
         texts : iterable of str
         embedding : Embeddings, Embedder or str
-            See the class; documents go to its ``embed_documents``.
+            See the class; documents go to its ``embed_documents`` (``SVMRetriever`` embedded
+            each with ``embed_query``; see the migration guide where the two differ).
         metadatas : iterable of dict, optional
             One metadata dict per text.
         ids : iterable of str or None, optional
             One id per text; a missing id (``None``) becomes a fresh UUID4.
         **kwargs
-            Fields of the retriever: ``k``, ``mode``, ``C``, ``negative_weight``, ...
+            Fields of the retriever: ``k``, ``mode``, ``C``, ``negative_weight``,
+            ``relevancy_threshold``, ...
         """
+        embedding = _embedding_argument(embedding, kwargs, "from_texts")
         return cls.from_documents(_to_documents(texts, metadatas), embedding, ids=ids, **kwargs)
 
     @classmethod
     def from_documents(
         cls,
         documents: Iterable[Document],
-        embedding: Any,
+        embedding: Any = _UNSET,
         *,
         ids: Iterable[str | None] | None = None,
         **kwargs: Any,
@@ -312,8 +372,9 @@ class ExemplarSVMRetriever(BaseRetriever):
 
         A document keeps its ``id``; one without gets the matching entry of ``ids`` or else a
         fresh UUID4. Duplicate ids raise ``ValueError``. The documents are copied, never changed.
-        Other arguments as in :meth:`from_texts`.
+        Other arguments as in :meth:`from_texts` (``embeddings=`` too).
         """
+        embedding = _embedding_argument(embedding, kwargs, "from_documents")
         _check_kwargs(cls, kwargs)
         docs = _with_ids(documents, ids, {})
         if not docs:
@@ -590,12 +651,14 @@ class ExemplarSVMRetriever(BaseRetriever):
         negatives: Examples = None,
         **options: Any,
     ) -> list[Document]:
+        threshold = self._threshold(options)
         embedder = self._get_embedder()
         query_vector = embedder.embed_query(query)
         pos, neg = self._split_examples(positives, negatives)
         texts = pos[1] + neg[1]
         text_vectors = embedder.embed_documents(texts) if texts else None
-        return self._search(query_vector, self._options(pos, neg, text_vectors, k, options))
+        arguments = self._options(pos, neg, text_vectors, k, options)
+        return self._search(query_vector, arguments, threshold)
 
     async def _aget_relevant_documents(
         self,
@@ -607,6 +670,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         negatives: Examples = None,
         **options: Any,
     ) -> list[Document]:
+        threshold = self._threshold(options)
         embedder = self._get_embedder()
         query_vector = await embedder.aembed_query(query)
         if isinstance(self.index, StoreIndex):  # looking up example ids is a store round trip
@@ -617,7 +681,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         text_vectors = await embedder.aembed_documents(texts) if texts else None
         arguments = self._options(pos, neg, text_vectors, k, options)
         # Training and (for a vector store) its queries and document reads run off the loop.
-        return await asyncio.to_thread(self._search, query_vector, arguments)
+        return await asyncio.to_thread(self._search, query_vector, arguments, threshold)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -628,10 +692,42 @@ class ExemplarSVMRetriever(BaseRetriever):
             self._embedder_of = self.embedding
         return self._embedder
 
+    def _threshold(self, options: dict[str, Any]) -> float | None:
+        """The call's relevancy threshold (taken out of ``options``), checked before any
+        embedding."""
+        threshold = self.relevancy_threshold
+        if "relevancy_threshold" in options:
+            threshold = _check_threshold(options.pop("relevancy_threshold"))
+        if threshold is not None and isinstance(self.index, StoreIndex):
+            raise ValueError(_NO_THRESHOLD)
+        return threshold
+
     def _search(
-        self, query_vector: NDArray[np.float32], arguments: dict[str, Any]
+        self,
+        query_vector: NDArray[np.float32],
+        arguments: dict[str, Any],
+        threshold: float | None = None,
     ) -> list[Document]:
-        return self._to_documents(self.index.search(query_vector, **arguments))
+        if threshold is None:
+            return self._to_documents(self.index.search(query_vector, **arguments))
+        # The lowest score needs every document ranked: the whole corpus, then the best k.
+        index = self.index
+        assert isinstance(index, ExemplarIndex)  # _threshold refuses a StoreIndex
+        k = arguments["k"]
+        ranked = index.search(query_vector, **{**arguments, "k": max(k, len(index))})
+        if not ranked:
+            return []
+        highest, lowest = ranked[0].score, ranked[-1].score
+        span = highest - lowest
+        kept = []
+        for hit in ranked[:k]:
+            relevancy = (hit.score - lowest) / span if span > 0 else 1.0
+            if relevancy >= threshold:
+                kept.append((hit, relevancy))
+        docs = self._to_documents([hit for hit, _ in kept])
+        for doc, (_, relevancy) in zip(docs, kept, strict=True):
+            doc.metadata["relevancy"] = relevancy
+        return docs
 
     def _split_examples(
         self, positives: Examples, negatives: Examples
@@ -708,6 +804,34 @@ class ExemplarSVMRetriever(BaseRetriever):
         return out
 
 
+def _check_threshold(value: Any) -> float | None:
+    """A relevancy threshold: None, or a real number in [0, 1] (``True`` is not one)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"relevancy_threshold must be a number in [0, 1] or None, got {value!r}")
+    threshold = float(value)
+    if not 0.0 <= threshold <= 1.0:  # also refuses nan
+        raise ValueError(
+            f"relevancy_threshold must be in [0, 1], got {value!r}: it is compared with the "
+            "min-max normalised score, 0 for the worst document and 1 for the best"
+        )
+    return threshold
+
+
+def _embedding_argument(embedding: Any, kwargs: dict[str, Any], method: str) -> Any:
+    """``embedding``, or ``embeddings=`` (langchain-community's ``SVMRetriever`` name), taken
+    out of ``kwargs``; exactly one of them."""
+    if "embeddings" in kwargs:
+        alias = kwargs.pop("embeddings")
+        if embedding is not _UNSET:
+            raise TypeError(f"{method} got both embedding and embeddings: pass one")
+        return alias
+    if embedding is _UNSET:
+        raise TypeError(f"{method} needs the embedding model: pass embedding")
+    return embedding
+
+
 def _title(metadata: Mapping[str, Any]) -> str | None:
     title = metadata.get("title")
     return title if isinstance(title, str) and title.strip() else None
@@ -762,6 +886,7 @@ def _check_kwargs(cls: type[ExemplarSVMRetriever], kwargs: dict[str, Any]) -> No
     if kwargs.get("k") is not None:
         check_k(kwargs["k"])
     check_search_options({name: kwargs.get(name) for name in ("C", "negative_weight")})
+    _check_threshold(kwargs.get("relevancy_threshold"))
     if isinstance(kwargs.get("search_kwargs"), Mapping):
         check_search_options(kwargs["search_kwargs"], own=("mode", "C", "negative_weight"))
 
