@@ -19,9 +19,10 @@ from exemplar_svm._optional import class_in, require
 require("langchain_core", extra="langchain")
 
 import asyncio
+import json
 import uuid
-from collections.abc import Container, Iterable, Mapping, Sequence
-from typing import Any, Union
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from typing import Any, Union, cast
 
 import numpy as np
 from langchain_core.callbacks import (
@@ -212,7 +213,17 @@ class ExemplarSVMRetriever(BaseRetriever):
     """The core's other ranking options, as :meth:`exemplar_svm.ExemplarIndex.search` takes
     them: ``prior``, ``prior_direction``, ``feedback``, ``feedback_weight``,
     ``hard_negatives``, ``hard_negative_weight``, ``hybrid_weight``, ``rocchio``. Unknown names
-    and bad values are refused when the retriever is built."""
+    and bad values are refused when the retriever is built.
+
+    ``"filter"`` restricts every call's results to the documents it matches (``invoke(query,
+    filter=...)`` overrides it for one call). In memory: a callable on a document's metadata
+    or a dict of equalities (``{"tenant": "a"}``). Over a vector store, the store's own
+    syntax, applied by the store to every query of the search: a ``where`` dict for
+    ``Chroma``, a boolean expression (or a dict of equalities) for ``Milvus``, a ``Filter``
+    (or a dict of equalities on the metadata) for ``QdrantVectorStore``, a dict or a callable
+    on metadata for ``FAISS`` and a callable on the ``Document`` (or a dict of equalities) for
+    ``InMemoryVectorStore``. A filter a store cannot apply raises an error; no result ever
+    comes from outside the filter."""
 
     _embedder: Embedder | None = PrivateAttr(default=None)
     _embedder_of: Any = PrivateAttr(default=None)
@@ -222,7 +233,12 @@ class ExemplarSVMRetriever(BaseRetriever):
     @field_validator("search_kwargs")
     @classmethod
     def _check_search_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_search_options(value, own=("mode", "C", "negative_weight"))
+        # "filter" is LangChain's name for a metadata filter, not a ranking option of the core.
+        options = {name: item for name, item in value.items() if name != "filter"}
+        checked = check_search_options(options, own=("mode", "C", "negative_weight"))
+        if value.get("filter") is not None:
+            checked["filter"] = value["filter"]
+        return checked
 
     # Checked before pydantic converts them: it would take True as 1 and "0.5" as a number,
     # and C=inf would fail only at the first query.
@@ -588,6 +604,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         k: int | None = None,
         positives: Examples = None,
         negatives: Examples = None,
+        filter: Any = None,
         **options: Any,
     ) -> list[Document]:
         embedder = self._get_embedder()
@@ -595,7 +612,8 @@ class ExemplarSVMRetriever(BaseRetriever):
         pos, neg = self._split_examples(positives, negatives)
         texts = pos[1] + neg[1]
         text_vectors = embedder.embed_documents(texts) if texts else None
-        return self._search(query_vector, self._options(pos, neg, text_vectors, k, options))
+        arguments = self._options(pos, neg, text_vectors, k, options)
+        return self._search(query_vector, arguments, filter)
 
     async def _aget_relevant_documents(
         self,
@@ -605,6 +623,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         k: int | None = None,
         positives: Examples = None,
         negatives: Examples = None,
+        filter: Any = None,
         **options: Any,
     ) -> list[Document]:
         embedder = self._get_embedder()
@@ -617,7 +636,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         text_vectors = await embedder.aembed_documents(texts) if texts else None
         arguments = self._options(pos, neg, text_vectors, k, options)
         # Training and (for a vector store) its queries and document reads run off the loop.
-        return await asyncio.to_thread(self._search, query_vector, arguments)
+        return await asyncio.to_thread(self._search, query_vector, arguments, filter)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -629,9 +648,42 @@ class ExemplarSVMRetriever(BaseRetriever):
         return self._embedder
 
     def _search(
-        self, query_vector: NDArray[np.float32], arguments: dict[str, Any]
+        self, query_vector: NDArray[np.float32], arguments: dict[str, Any], filter: Any = None
     ) -> list[Document]:
-        return self._to_documents(self.index.search(query_vector, **arguments))
+        chosen = arguments.pop("filter", None) if filter is None else filter
+        arguments.pop("filter", None)
+        if chosen is None:
+            return self._to_documents(self.index.search(query_vector, **arguments))
+        if isinstance(self.index, StoreIndex):
+            native = store_filter(self.vectorstore, self.index.store, chosen)
+            return self._to_documents(self.index.search(query_vector, **arguments, filter=native))
+        subset = self._filtered_index(chosen)
+        if subset is None:
+            return []
+        for name in ("positives", "negatives"):
+            if arguments[name] is not None:  # ids filtered out stand as their vectors
+                arguments[name] = [
+                    self.index.vector(item)
+                    if isinstance(item, str) and item not in subset
+                    else item
+                    for item in arguments[name]
+                ]
+        return self._to_documents(subset.search(query_vector, **arguments))
+
+    def _filtered_index(self, filter: Any) -> ExemplarIndex | None:
+        """The in-memory index restricted to the documents ``filter`` matches (None: none)."""
+        index = self.index
+        assert isinstance(index, ExemplarIndex)
+        matches = metadata_predicate(filter)
+        ids = index.ids
+        rows = [row for row, item in enumerate(ids) if matches(self.documents[item].metadata)]
+        if not rows:
+            return None
+        if len(rows) == len(ids):
+            return index
+        subset = ExemplarIndex(index.vectors[rows], [ids[row] for row in rows])
+        subset.settings = index.settings  # the calibrated settings rank the subset too
+        return subset
 
     def _split_examples(
         self, positives: Examples, negatives: Examples
@@ -763,7 +815,8 @@ def _check_kwargs(cls: type[ExemplarSVMRetriever], kwargs: dict[str, Any]) -> No
         check_k(kwargs["k"])
     check_search_options({name: kwargs.get(name) for name in ("C", "negative_weight")})
     if isinstance(kwargs.get("search_kwargs"), Mapping):
-        check_search_options(kwargs["search_kwargs"], own=("mode", "C", "negative_weight"))
+        options = {key: value for key, value in kwargs["search_kwargs"].items() if key != "filter"}
+        check_search_options(options, own=("mode", "C", "negative_weight"))
 
 
 def _to_documents(
@@ -831,6 +884,7 @@ SUPPORTED_VECTORSTORES: tuple[tuple[str, str], ...] = (
     ("langchain_chroma", "Chroma"),
     ("langchain_milvus", "Milvus"),
     ("langchain_community", "FAISS"),
+    ("langchain_qdrant", "QdrantVectorStore"),
     ("langchain_core", "InMemoryVectorStore"),
 )
 
@@ -846,6 +900,8 @@ def store_from_vectorstore(vectorstore: Any) -> VectorStore:
       ``MilvusClient`` and collection, with its primary and vector fields (extra ``milvus``);
     - ``langchain_community.vectorstores.FAISS``: :class:`~exemplar_svm.stores.faiss.FaissStore`
       on its index, ids from its ``index_to_docstore_id`` (extra ``faiss``);
+    - ``langchain_qdrant.QdrantVectorStore``: :class:`~exemplar_svm.stores.qdrant.QdrantStore`
+      on its client, collection and dense vector (extra ``qdrant``);
     - ``langchain_core.vectorstores.InMemoryVectorStore``: a live view of its ``store`` dict
       (cosine similarity; documents added later are seen).
 
@@ -879,6 +935,12 @@ def store_from_vectorstore(vectorstore: Any) -> VectorStore:
         from exemplar_svm.stores.faiss import FaissStore
 
         return FaissStore(vectorstore.index, vectorstore.index_to_docstore_id)
+    if kind == "QdrantVectorStore":
+        from exemplar_svm.stores.qdrant import QdrantStore
+
+        return QdrantStore(
+            vectorstore.client, vectorstore.collection_name, vector_name=vectorstore.vector_name
+        )
     if kind == "InMemoryVectorStore":
         return _InMemoryStore(vectorstore)
     supported = ", ".join(f"{package}.{name}" for package, name in SUPPORTED_VECTORSTORES)
@@ -891,6 +953,88 @@ def store_from_vectorstore(vectorstore: Any) -> VectorStore:
     )
 
 
+def metadata_predicate(filter: Any) -> Callable[[Mapping[str, Any]], bool]:
+    """A filter of the in-memory retriever as a predicate on metadata: a callable taking the
+    metadata dict, or a dict of equalities (every key must hold its value)."""
+    if callable(filter):
+        return cast(Callable[[Mapping[str, Any]], bool], filter)
+    if isinstance(filter, Mapping) and all(isinstance(key, str) for key in filter):
+        wanted = dict(filter)
+        return lambda metadata: all(
+            key in metadata and metadata[key] == value for key, value in wanted.items()
+        )
+    raise ValueError(
+        "a filter is a callable on a document's metadata or a dict of equalities such as "
+        f"{{'tenant': 'a'}}, got {type(filter).__name__}"
+    )
+
+
+def store_filter(vectorstore: Any, store: VectorStore, filter: Any) -> Any:
+    """``filter``, as a LangChain user passes it to ``vectorstore``'s similarity search, in the
+    syntax of the core's ``store`` (see :class:`exemplar_svm.stores.FilterableStore`).
+
+    - ``Chroma``: a ``where`` dict, passed as it is;
+    - ``Milvus``: a boolean expression (its ``expr``), or a dict of equalities turned into one;
+    - ``QdrantVectorStore``: a ``qdrant_client.models.Filter``, or a dict of equalities on the
+      metadata (under its ``metadata_payload_key``);
+    - ``FAISS``: a dict or a callable on metadata, as its own ``filter``, evaluated over its
+      docstore into the ids that match;
+    - ``InMemoryVectorStore``: a callable on the ``Document`` (its own ``filter``), or a dict
+      of equalities on the metadata;
+    - any other store: passed as it is to the custom store's ``filtered``.
+
+    Raises ``ValueError`` for a filter the store cannot apply.
+    """
+    kind = class_in(vectorstore, SUPPORTED_VECTORSTORES)
+    if kind == "Chroma":
+        if not isinstance(filter, Mapping):
+            raise ValueError(
+                "a Chroma filter is a where dict such as {'tenant': 'a'} (Chroma cannot apply a "
+                f"callable), got {type(filter).__name__}"
+            )
+        return filter
+    if kind == "Milvus":
+        if isinstance(filter, Mapping):
+            return " and ".join(
+                f"{_milvus_name(key)} == {json.dumps(value)}" for key, value in filter.items()
+            )
+        if not isinstance(filter, str):
+            raise ValueError(
+                "a Milvus filter is a boolean expression such as 'tenant == \"a\"' or a dict "
+                f"of equalities, got {type(filter).__name__}"
+            )
+        return filter
+    if kind == "QdrantVectorStore":
+        models = require("qdrant_client.models", extra="qdrant")
+        if isinstance(filter, Mapping):
+            prefix = vectorstore.metadata_payload_key
+            return models.Filter(
+                must=[
+                    models.FieldCondition(
+                        key=f"{prefix}.{key}", match=models.MatchValue(value=value)
+                    )
+                    for key, value in filter.items()
+                ]
+            )
+        return filter  # QdrantStore.filtered checks it is a Filter
+    if kind == "FAISS":
+        matches = vectorstore._create_filter_func(filter)
+        documents = vectorstore.docstore._dict
+        return {key for key, doc in list(documents.items()) if matches(doc.metadata)}
+    if kind == "InMemoryVectorStore":
+        if not callable(filter):
+            equal = metadata_predicate(filter)
+            return lambda doc: equal(doc.metadata)
+        return filter
+    return filter
+
+
+def _milvus_name(key: object) -> str:
+    if not isinstance(key, str) or not key.isidentifier():
+        raise ValueError(f"a Milvus filter's field must be a name, got {key!r}")
+    return key
+
+
 def _documents_by_id(vectorstore: Any, ids: list[str]) -> dict[str, Document]:
     """The stored documents of ``ids`` (those found), by id."""
     if not ids:
@@ -900,6 +1044,8 @@ def _documents_by_id(vectorstore: Any, ids: list[str]) -> dict[str, Document]:
         docs = _milvus_documents(vectorstore, ids)
     elif kind == "Chroma":
         docs = _chroma_documents(vectorstore, ids)
+    elif kind == "QdrantVectorStore":
+        docs = _qdrant_documents(vectorstore, ids)
     else:
         docs = vectorstore.get_by_ids(ids)
     return {str(doc.id): doc for doc in docs if doc.id is not None}
@@ -916,6 +1062,15 @@ def _chroma_documents(vectorstore: Any, ids: list[str]) -> list[Document]:
         Document(page_content=text or "", metadata=dict(metadata or {}), id=key)
         for key, text, metadata in zip(result["ids"], result["documents"], metadatas, strict=True)
     ]
+
+
+def _qdrant_documents(vectorstore: Any, ids: list[str]) -> list[Document]:
+    """``get_by_ids`` for ``langchain_qdrant.QdrantVectorStore``, whose documents carry the
+    point id in ``metadata["_id"]`` only (and which wants integer point ids as integers)."""
+    from exemplar_svm.stores.qdrant import point_id
+
+    docs = vectorstore.get_by_ids([point_id(item) for item in dict.fromkeys(ids)])
+    return [doc.model_copy(update={"id": str(doc.metadata["_id"])}) for doc in docs]
 
 
 def _milvus_documents(vectorstore: Any, ids: list[str]) -> list[Document]:
@@ -955,10 +1110,25 @@ class _InMemoryStore:
 
     def __init__(self, vectorstore: Any) -> None:
         self._entries: dict[str, dict[str, Any]] = vectorstore.store
+        self._keep: Callable[[Document], bool] | None = None
 
     def _snapshot(self) -> ExemplarIndex | None:
-        """The current entries as an index (which ranks by cosine too), or None if empty."""
+        """The current entries (those the filter keeps) as an index (which ranks by cosine
+        too), or None if none."""
         items = list(self._entries.items())
+        keep = self._keep
+        if keep is not None:
+            items = [
+                (key, entry)
+                for key, entry in items
+                if keep(
+                    Document(
+                        id=key,
+                        page_content=entry.get("text", ""),
+                        metadata=entry.get("metadata", {}),
+                    )
+                )
+            ]
         if not items:
             return None
         return ExemplarIndex([entry["vector"] for _, entry in items], ids=[key for key, _ in items])
@@ -976,10 +1146,25 @@ class _InMemoryStore:
         return self.nearest(vector, k)[0]
 
     def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
-        index = self._snapshot()
+        index = _InMemoryStore.__new__(_InMemoryStore)  # the whole store, filtered or not
+        index._entries, index._keep = self._entries, None
+        whole = index._snapshot()
         return (
-            ([], np.empty((0, 0), dtype=np.float32)) if index is None else index.sample(size, seed)
+            ([], np.empty((0, 0), dtype=np.float32)) if whole is None else whole.sample(size, seed)
         )
+
+    def filtered(self, filter: Callable[[Document], bool]) -> _InMemoryStore:
+        """A view whose searches see only the documents ``filter`` (a callable on the
+        ``Document``, as ``InMemoryVectorStore`` filters) keeps; sampling and fetching see all."""
+        if not callable(filter):
+            raise ValueError(
+                "an InMemoryVectorStore filter is a callable on the Document, got "
+                f"{type(filter).__name__}"
+            )
+        view = _InMemoryStore.__new__(_InMemoryStore)
+        view._entries = self._entries
+        view._keep = filter
+        return view
 
     def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
         missing = next((item for item in ids if item not in self._entries), None)
