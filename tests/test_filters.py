@@ -24,7 +24,10 @@ from langchain_core.embeddings import Embeddings
 import exemplar_svm.langchain as lc
 from exemplar_svm import ExemplarIndex, StoreIndex
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*ORM-style PyMilvus API")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*ORM-style PyMilvus API"),
+    pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant"),
+]
 
 DIM = 32
 PER_TENANT = 150
@@ -222,3 +225,111 @@ def test_a_store_without_filters_refuses_one() -> None:
     index = StoreIndex(ExemplarIndex(VECTORS, ids=IDS), **SMALL)
     with pytest.raises(TypeError, match="cannot apply a metadata filter"):
         index.search(QUERY_VECTORS[0], k=5, filter={"tenant": "a"})
+
+
+# -- LlamaIndex --------------------------------------------------------------------------------
+
+
+def llama_nodes() -> list[Any]:
+    from llama_index.core.schema import TextNode
+
+    return [
+        TextNode(id_=item, text=text, metadata=dict(metadata), embedding=vector.tolist())
+        for item, text, metadata, vector in zip(IDS, TEXTS, METADATAS, VECTORS, strict=True)
+    ]
+
+
+def llama_index(kind: str, request: pytest.FixtureRequest) -> Any:
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    if kind == "chroma":
+        chroma = pytest.importorskip("llama_index.vector_stores.chroma")
+        collection = request.getfixturevalue("chroma_client").create_collection(
+            _name(), metadata={"hnsw:space": "cosine"}
+        )
+        vector_store: Any = chroma.ChromaVectorStore(chroma_collection=collection)
+    elif kind == "milvus":
+        milvus = pytest.importorskip("llama_index.vector_stores.milvus")
+        vector_store = milvus.MilvusVectorStore(
+            uri=request.getfixturevalue("milvus_uri"),
+            collection_name=_name(),
+            dim=DIM,
+            overwrite=True,
+            similarity_metric="IP",
+        )
+    elif kind == "faiss":
+        faiss = pytest.importorskip("faiss")
+        store_module = pytest.importorskip("llama_index.vector_stores.faiss")
+        vector_store = store_module.FaissVectorStore(faiss_index=faiss.IndexFlatIP(DIM))
+    elif kind == "qdrant":
+        qdrant = pytest.importorskip("llama_index.vector_stores.qdrant")
+        from qdrant_client import QdrantClient
+
+        vector_store = qdrant.QdrantVectorStore(
+            collection_name=_name(), client=QdrantClient(":memory:")
+        )
+    else:
+        raise AssertionError(kind)
+    storage = StorageContext.from_defaults(vector_store=vector_store)
+    return VectorStoreIndex(
+        llama_nodes(), storage_context=storage, embed_model=MockEmbedding(embed_dim=DIM)
+    )
+
+
+def _tenant(value: str) -> Any:
+    from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
+
+    return MetadataFilters(filters=[MetadataFilter(key="tenant", value=value)])
+
+
+def _llama_retrieve(retrievers: dict[str, Any]) -> Any:
+    from llama_index.core.schema import QueryBundle
+
+    table = dict(zip(QUERY_TEXTS, QUERY_VECTORS, strict=True))
+
+    def retrieve(text: str, mode: str) -> list[str]:
+        bundle = QueryBundle(query_str=text, embedding=table[text].tolist())
+        return [result.node.node_id for result in retrievers[mode].retrieve(bundle)]
+
+    return retrieve
+
+
+def test_llama_index_in_memory_filters() -> None:
+    li = pytest.importorskip("exemplar_svm.llama_index")
+    from llama_index.core.embeddings import MockEmbedding
+
+    nodes = llama_nodes()
+    retrievers = {
+        mode: li.ExemplarSVMRetriever.from_defaults(
+            nodes=nodes,
+            embed_model=MockEmbedding(embed_dim=DIM),
+            similarity_top_k=5,
+            mode=mode,
+            filters=_tenant("a"),
+        )
+        for mode in MODES
+    }
+    assert_tenant_a_only(_llama_retrieve(retrievers))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["chroma", "milvus", "faiss", "qdrant"])
+def test_llama_index_store_never_returns_another_tenant(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    li = pytest.importorskip("exemplar_svm.llama_index")
+    index = llama_index(kind, request)
+    retrievers = {
+        mode: li.ExemplarSVMRetriever.from_defaults(
+            index=index, similarity_top_k=5, mode=mode, filters=_tenant("a"), **SMALL
+        )
+        for mode in MODES
+    }
+    assert_tenant_a_only(_llama_retrieve(retrievers))
+    # The same retriever's filters, replaced per query: tenant b only.
+    from llama_index.core.schema import QueryBundle
+
+    bundle = QueryBundle(query_str="q", embedding=QUERY_VECTORS[0].tolist())
+    results = retrievers["svm"].retrieve_with_examples(bundle, filters=_tenant("b"))
+    assert results and all(TENANT[result.node.node_id] == "b" for result in results)

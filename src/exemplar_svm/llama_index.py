@@ -75,7 +75,7 @@ from exemplar_svm.index import (
     check_search_options,
 )
 from exemplar_svm.store_index import SkipWhen, StoreIndex
-from exemplar_svm.stores import Metric, VectorStore, nearest_many
+from exemplar_svm.stores import FilterableStore, Metric, VectorStore, nearest_many
 
 __all__ = [
     "PERSIST_FILENAME",
@@ -117,11 +117,7 @@ SUPPORTED_VECTOR_STORES: tuple[tuple[str, str], ...] = (
     ("llama_index", "ChromaVectorStore"),
     ("llama_index", "MilvusVectorStore"),
     ("llama_index", "FaissVectorStore"),
-)
-
-_NO_FILTERS = (
-    "filters are not supported over an external vector store: the SVM would be trained on "
-    "documents the filter excludes. Filter the results, or use an in-memory retriever"
+    ("llama_index", "QdrantVectorStore"),
 )
 
 
@@ -154,14 +150,17 @@ class ExemplarSVMRetriever(BaseRetriever):
     :class:`~exemplar_svm.ExemplarIndex` whose ids are the node ids. Grow it with
     :meth:`insert_nodes` (thread-safe; only nodes without an embedding are embedded).
 
-    Over a ``VectorStoreIndex`` whose vector store is external (Chroma, Milvus, FAISS, or any
-    store given as ``store=``), :meth:`from_defaults` searches the store in place: a
+    Over a ``VectorStoreIndex`` whose vector store is external (Chroma, Milvus, FAISS, Qdrant, or
+    any store given as ``store=``), :meth:`from_defaults` searches the store in place: a
     :class:`~exemplar_svm.StoreIndex` trains the SVM on a cached background sample plus the
     documents near the query, the collection is ranked by a ``VectorStoreQuery`` whose
     ``query_embedding`` is the SVM's weight vector, and the result nodes are read from the
     vector store (when it stores text) or the index's docstore. Nothing is copied or embedded
-    again. Such a retriever takes no ``filters`` and cannot be persisted (the data lives in the
-    store: build it again with :meth:`from_defaults`).
+    again. ``filters`` (``MetadataFilters``) are translated for the store as its LlamaIndex
+    integration translates them (see :func:`store_filter`) and applied to every store query of
+    a search, so no result comes from outside them; the background sample stays the whole
+    collection's. Such a retriever cannot be persisted (the data lives in the store: build it
+    again with :meth:`from_defaults`).
 
     Every result is a copy of the stored node (the stored node is never changed) with
     ``score`` = the mode's ranking score (higher is better: the SVM's decision value for
@@ -240,8 +239,6 @@ class ExemplarSVMRetriever(BaseRetriever):
                 )
             if nodes:
                 raise ValueError("pass no nodes with a StoreIndex: they stay in the store")
-            if filters is not None:
-                raise ValueError(_NO_FILTERS)
             self._nodes: dict[str, BaseNode] = {}
             self._source = vector_store_index
         elif isinstance(index, ExemplarIndex):
@@ -632,8 +629,10 @@ class ExemplarSVMRetriever(BaseRetriever):
     def _rank_store(
         self, index: StoreIndex, queries: NDArray[np.float32], request: _Request
     ) -> list[NodeWithScore]:
+        native = None
         if request.filters is not None and request.filters.filters:
-            raise ValueError(_NO_FILTERS)
+            assert self._source is not None
+            native = _StoreFilter(request.filters, store_filter(self._source, request.filters))
         hits = index.search(
             queries,
             self.similarity_top_k,
@@ -642,6 +641,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             negatives=request.negatives or None,
             C=self.C,
             negative_weight=self.negative_weight,
+            filter=native,
             **self.search_kwargs,
         )
         assert self._source is not None
@@ -1134,7 +1134,9 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
       ``MilvusClient`` and collection, with its id and dense embedding fields (extra
       ``milvus``);
     - ``FaissVectorStore``: :class:`~exemplar_svm.stores.faiss.FaissStore` on its FAISS index,
-      positions mapped to node ids through ``index.index_struct.nodes_dict`` (extra ``faiss``).
+      positions mapped to node ids through ``index.index_struct.nodes_dict`` (extra ``faiss``);
+    - ``QdrantVectorStore``: :class:`~exemplar_svm.stores.qdrant.QdrantStore` on its client,
+      collection and dense vector (extra ``qdrant``).
 
     Any other vector store raises ``ValueError``: implement
     :class:`exemplar_svm.stores.VectorStore` over it and pass it to
@@ -1165,6 +1167,19 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
         from exemplar_svm.stores.faiss import FaissStore
 
         return FaissStore(vector_store._faiss_index, _FaissPositions(index))
+    if kind == "QdrantVectorStore":
+        from exemplar_svm.stores.qdrant import QdrantStore
+
+        if vector_store.client is None:
+            raise ValueError(
+                "this QdrantVectorStore has only an async client; pass client= (a "
+                "QdrantClient) too, which the exemplar SVM searches with"
+            )
+        return QdrantStore(
+            vector_store.client,
+            vector_store.collection_name,
+            vector_name=_qdrant_vector_name(vector_store),
+        )
     supported = ", ".join(name for _, name in SUPPORTED_VECTOR_STORES)
     raise ValueError(
         f"this VectorStoreIndex keeps its embeddings in a {type(vector_store).__name__}, which "
@@ -1174,6 +1189,62 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
         "from_defaults(index=..., store=your_store); or pass the nodes instead (they are "
         "re-embedded): ExemplarSVMRetriever.from_defaults(nodes=..., embed_model=...)"
     )
+
+
+def store_filter(index: VectorStoreIndex, filters: MetadataFilters) -> Any:
+    """``filters`` in the syntax of the core's store over ``index``'s vector store (see
+    :class:`exemplar_svm.stores.FilterableStore`), translated as the LlamaIndex store
+    integration translates them for its own queries.
+
+    - ``ChromaVectorStore``: a Chroma ``where`` dict;
+    - ``MilvusVectorStore``: a Milvus boolean expression;
+    - ``QdrantVectorStore``: a ``qdrant_client.models.Filter``;
+    - ``FaissVectorStore`` (FAISS keeps no metadata): the ids of the docstore's nodes that
+      match (``build_metadata_filter_fn`` semantics);
+    - any other store: ``filters`` as they are, for a custom store's ``filtered``.
+
+    Raises ``ValueError`` for filters the integration cannot translate.
+    """
+    vector_store: Any = index.vector_store
+    kind = class_in(vector_store, SUPPORTED_VECTOR_STORES)
+    module = sys.modules[type(vector_store).__module__]
+    if kind == "ChromaVectorStore":
+        return module._to_chroma_filter(filters)
+    if kind == "MilvusVectorStore":
+        expression = module._to_milvus_filter(filters)
+        if not expression:
+            raise ValueError(f"the MilvusVectorStore cannot translate the filters {filters!r}")
+        return expression
+    if kind == "QdrantVectorStore":
+        return vector_store._build_subfilter(filters)
+    if kind == "FaissVectorStore":
+        ids = list(index.index_struct.nodes_dict.values())
+        nodes = {node.node_id: node for node in index.docstore.get_nodes(ids, raise_error=False)}
+        missing = next((item for item in ids if item not in nodes), None)
+        if missing is not None:
+            raise ValueError(
+                f"cannot filter a FaissVectorStore by metadata: the docstore has no node "
+                f"{missing!r} (FAISS keeps no metadata; keep the nodes in the docstore)"
+            )
+        matches = build_metadata_filter_fn(lambda item: nodes[item].metadata, filters)
+        return {item for item in ids if matches(item)}
+    return filters
+
+
+def _qdrant_vector_name(vector_store: Any) -> str | None:
+    """The dense vector a LlamaIndex ``QdrantVectorStore`` writes: its ``dense_vector_name``
+    in a collection of named vectors, the unnamed vector of a legacy collection."""
+    info = vector_store.client.get_collection(vector_store.collection_name)
+    named = isinstance(info.config.params.vectors, dict)
+    return str(vector_store.dense_vector_name) if named else None
+
+
+@dataclass(frozen=True)
+class _StoreFilter:
+    """A query's filters: as LlamaIndex states them, and in the core store's syntax."""
+
+    filters: MetadataFilters
+    native: Any
 
 
 def _is_external(index: VectorStoreIndex) -> bool:
@@ -1207,6 +1278,24 @@ class _QueryStore:
     def __init__(self, core: VectorStore, index: VectorStoreIndex) -> None:
         self.core = core
         self._index = index
+        self._filters: MetadataFilters | None = None
+
+    def filtered(self, filter: _StoreFilter) -> _QueryStore:
+        """The view whose searches apply ``filter``: the core's in its store's syntax, and the
+        ranking query's as ``VectorStoreQuery.filters`` (the integration translates them)."""
+        if not isinstance(self.core, FilterableStore):
+            raise TypeError(
+                f"{type(self.core).__name__} cannot apply metadata filters (it has no "
+                "filtered(filter) method; see exemplar_svm.stores.FilterableStore), and filters "
+                "are never ignored: implement it, or query without filters"
+            )
+        view = _QueryStore(self.core.filtered(filter.native), self._index)
+        # FAISS's integration refuses filters: its ranking query goes to the core's view.
+        if class_in(self._index.vector_store, SUPPORTED_VECTOR_STORES) != "FaissVectorStore":
+            view._filters = filter.filters
+        else:
+            view._direct = True
+        return view
 
     @property
     def metric(self) -> Metric:
@@ -1224,9 +1313,15 @@ class _QueryStore:
         # The core's batched search when it has one (FAISS scans once for all the vectors).
         return nearest_many(self.core, vectors, k)
 
+    _direct = False
+
     def search_by_vector(self, vector: NDArray[np.float32], k: int) -> list[str]:
+        if self._direct:
+            return self.core.search_by_vector(vector, k)
         query = VectorStoreQuery(
-            query_embedding=[float(x) for x in np.ravel(vector)], similarity_top_k=k
+            query_embedding=[float(x) for x in np.ravel(vector)],
+            similarity_top_k=k,
+            filters=self._filters,
         )
         result = self._index.vector_store.query(query)
         if result.nodes is not None:
