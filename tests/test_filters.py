@@ -333,3 +333,51 @@ def test_llama_index_store_never_returns_another_tenant(
     bundle = QueryBundle(query_str="q", embedding=QUERY_VECTORS[0].tolist())
     results = retrievers["svm"].retrieve_with_examples(bundle, filters=_tenant("b"))
     assert results and all(TENANT[result.node.node_id] == "b" for result in results)
+
+
+# -- PostgreSQL + pgvector (a real server from the pgserver package) ---------------------------
+
+
+@pytest.mark.slow
+def test_langchain_pgvector_never_returns_another_tenant(postgres_url: str) -> None:
+    postgres = pytest.importorskip("langchain_postgres")
+    vectorstore = postgres.PGVector(
+        embeddings=TableEmbeddings(), collection_name=_name(), connection=postgres_url
+    )
+    vectorstore.add_texts(TEXTS, metadatas=METADATAS, ids=IDS)
+    retriever = lc.ExemplarSVMRetriever.from_vectorstore(
+        vectorstore, k=5, search_kwargs={"filter": {"tenant": "a"}}, **SMALL
+    )
+    everyone = retriever.invoke(QUERY_TEXTS[0], filter={"tenant": {"$in": ["a", "b"]}}, mode="knn")
+    assert {TENANT[str(doc.id)] for doc in everyone[:2]} == {"a", "b"}
+    assert_tenant_a_only(lambda text, mode: [doc.id for doc in retriever.invoke(text, mode=mode)])
+    with pytest.raises(ValueError, match="PGVector filter is a dict"):
+        retriever.invoke(QUERY_TEXTS[0], filter="tenant = 'a'")
+
+
+@pytest.mark.slow
+def test_llama_index_pgvector_never_returns_another_tenant(
+    postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    li = pytest.importorskip("exemplar_svm.llama_index")
+    postgres = pytest.importorskip("llama_index.vector_stores.postgres")
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    vector_store = postgres.PGVectorStore(
+        connection_string=postgres_url,
+        async_connection_string=postgres_url.replace("+psycopg", "+asyncpg"),
+        table_name=_name(),
+        embed_dim=DIM,
+    )
+    storage = StorageContext.from_defaults(vector_store=vector_store)
+    index = VectorStoreIndex(
+        llama_nodes(), storage_context=storage, embed_model=MockEmbedding(embed_dim=DIM)
+    )
+    retrievers = {
+        mode: li.ExemplarSVMRetriever.from_defaults(
+            index=index, similarity_top_k=5, mode=mode, filters=_tenant("a"), **SMALL
+        )
+        for mode in MODES
+    }
+    assert_tenant_a_only(_llama_retrieve(retrievers))

@@ -39,6 +39,7 @@ SUPPORTED_VECTORSTORES: tuple[tuple[str, str], ...] = (
     ("langchain_milvus", "Milvus"),
     ("langchain_community", "FAISS"),
     ("langchain_qdrant", "QdrantVectorStore"),
+    ("langchain_postgres", "PGVector"),
     ("langchain_core", "InMemoryVectorStore"),
 )
 
@@ -56,6 +57,9 @@ def store_from_vectorstore(vectorstore: Any) -> VectorStore:
       on its index, ids from its ``index_to_docstore_id`` (extra ``faiss``);
     - ``langchain_qdrant.QdrantVectorStore``: :class:`~exemplar_svm.stores.qdrant.QdrantStore`
       on its client, collection and dense vector (extra ``qdrant``);
+    - ``langchain_postgres.PGVector``: :class:`~exemplar_svm.stores.pgvector.PgVectorStore` on
+      its engine and embedding table, restricted to its collection, with its distance
+      strategy's operator (extra ``pgvector``; a synchronous ``PGVector`` only);
     - ``langchain_core.vectorstores.InMemoryVectorStore``: a live view of its ``store`` dict
       (cosine similarity; documents added later are seen).
 
@@ -95,6 +99,8 @@ def store_from_vectorstore(vectorstore: Any) -> VectorStore:
         return QdrantStore(
             vectorstore.client, vectorstore.collection_name, vector_name=vectorstore.vector_name
         )
+    if kind == "PGVector":
+        return _pgvector_store(vectorstore)
     if kind == "InMemoryVectorStore":
         return _InMemoryStore(vectorstore)
     supported = ", ".join(f"{package}.{name}" for package, name in SUPPORTED_VECTORSTORES)
@@ -133,6 +139,8 @@ def store_filter(vectorstore: Any, filter: Any) -> Any:
       metadata (under its ``metadata_payload_key``);
     - ``FAISS``: a dict or a callable on metadata, as its own ``filter``, evaluated over its
       docstore into the ids that match;
+    - ``PGVector``: a dict in its own filter syntax (``{"tenant": "a"}``, ``$in``, ``$and``,
+      ...), translated by the store into SQL;
     - ``InMemoryVectorStore``: a callable on the ``Document`` (its own ``filter``), or a dict
       of equalities on the metadata;
     - any other store: passed as it is to the custom store's ``filtered``.
@@ -175,12 +183,48 @@ def store_filter(vectorstore: Any, filter: Any) -> Any:
         matches = vectorstore._create_filter_func(filter)
         documents = vectorstore.docstore._dict
         return {key for key, doc in list(documents.items()) if matches(doc.metadata)}
+    if kind == "PGVector":
+        if not isinstance(filter, Mapping):
+            raise ValueError(
+                "a PGVector filter is a dict, as PGVector's own filter= (such as "
+                f"{{'tenant': 'a'}} or {{'tenant': {{'$in': ['a']}}}}), got {type(filter).__name__}"
+            )
+        return vectorstore._create_filter_clause(filter)
     if kind == "InMemoryVectorStore":
         if not callable(filter):
             equal = metadata_predicate(filter)
             return lambda doc: equal(doc.metadata)
         return filter
     return filter
+
+
+def _pgvector_store(vectorstore: Any) -> VectorStore:
+    """The core's store over a ``langchain_postgres.PGVector``: its collection's rows."""
+    from exemplar_svm.stores.pgvector import PgVectorStore
+
+    if vectorstore._async_engine is not None:
+        raise ValueError(
+            "this PGVector has an async engine only; build it with a synchronous connection "
+            "(a URL or an Engine), which the exemplar SVM searches with"
+        )
+    strategy = str(getattr(vectorstore._distance_strategy, "value", vectorstore._distance_strategy))
+    metrics = {"cosine": "cosine", "inner": "ip", "l2": "l2"}
+    metric = metrics.get(strategy)
+    if metric is None:
+        raise ValueError(f"the PGVector distance strategy {strategy!r} is not supported")
+    with vectorstore._make_sync_session() as session:
+        collection = vectorstore.get_collection(session)
+        if collection is None:
+            raise ValueError(f"the PGVector collection {vectorstore.collection_name!r} is missing")
+        collection_id = collection.uuid
+    table = vectorstore.EmbeddingStore
+    return PgVectorStore(
+        vectorstore._engine,
+        table.id,
+        table.embedding,
+        metric=cast(Metric, metric),
+        where=table.collection_id == collection_id,
+    )
 
 
 def _milvus_name(key: object) -> str:

@@ -45,6 +45,7 @@ SUPPORTED_VECTOR_STORES: tuple[tuple[str, str], ...] = (
     ("llama_index", "MilvusVectorStore"),
     ("llama_index", "FaissVectorStore"),
     ("llama_index", "QdrantVectorStore"),
+    ("llama_index", "PGVectorStore"),
 )
 
 
@@ -61,7 +62,9 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
     - ``FaissVectorStore``: :class:`~exemplar_svm.stores.faiss.FaissStore` on its FAISS index,
       positions mapped to node ids through ``index.index_struct.nodes_dict`` (extra ``faiss``);
     - ``QdrantVectorStore``: :class:`~exemplar_svm.stores.qdrant.QdrantStore` on its client,
-      collection and dense vector (extra ``qdrant``).
+      collection and dense vector (extra ``qdrant``);
+    - ``PGVectorStore``: :class:`~exemplar_svm.stores.pgvector.PgVectorStore` on its engine
+      and table, by cosine distance as its own queries rank (extra ``pgvector``).
 
     Any other vector store raises ``ValueError``: implement
     :class:`exemplar_svm.stores.VectorStore` over it and pass it to
@@ -105,6 +108,12 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
             vector_store.collection_name,
             vector_name=_qdrant_vector_name(vector_store),
         )
+    if kind == "PGVectorStore":
+        from exemplar_svm.stores.pgvector import PgVectorStore
+
+        vector_store._initialize()  # creates the engine and the table on first use
+        table = vector_store._table_class
+        return PgVectorStore(vector_store._engine, table.node_id, table.embedding, metric="cosine")
     supported = ", ".join(name for _, name in SUPPORTED_VECTOR_STORES)
     raise ValueError(
         f"this VectorStoreIndex keeps its embeddings in a {type(vector_store).__name__}, which "
@@ -124,6 +133,7 @@ def store_filter(index: VectorStoreIndex, filters: MetadataFilters) -> Any:
     - ``ChromaVectorStore``: a Chroma ``where`` dict;
     - ``MilvusVectorStore``: a Milvus boolean expression;
     - ``QdrantVectorStore``: a ``qdrant_client.models.Filter``;
+    - ``PGVectorStore``: a SQLAlchemy clause over its table;
     - ``FaissVectorStore`` (FAISS keeps no metadata): the ids of the docstore's nodes that
       match (``build_metadata_filter_fn`` semantics);
     - any other store: ``filters`` as they are, for a custom store's ``filtered``.
@@ -142,6 +152,8 @@ def store_filter(index: VectorStoreIndex, filters: MetadataFilters) -> Any:
         return expression
     if kind == "QdrantVectorStore":
         return vector_store._build_subfilter(filters)
+    if kind == "PGVectorStore":
+        return vector_store._recursively_apply_filters(filters)
     if kind == "FaissVectorStore":
         ids = list(index.index_struct.nodes_dict.values())
         nodes = {node.node_id: node for node in index.docstore.get_nodes(ids, raise_error=False)}
