@@ -116,7 +116,38 @@ STORES: dict[str, str] = {
     "qdrant-cosine": "cosine",
     "qdrant-dot": "ip",
     "qdrant-euclid": "l2",
+    "pgvector-cosine": "cosine",
+    "pgvector-ip": "ip",
+    "pgvector-l2": "l2",
 }
+
+
+def pgvector_table(url: str, name: str, *, index: str | None = None) -> tuple[Any, Any]:
+    """A table of DATA (id, tenant row number, vector) in the test server; (engine, table)."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from pgvector.sqlalchemy import Vector
+
+    engine = sqlalchemy.create_engine(url)
+    table = sqlalchemy.Table(
+        name,
+        sqlalchemy.MetaData(),
+        sqlalchemy.Column("id", sqlalchemy.String, primary_key=True),
+        sqlalchemy.Column("row", sqlalchemy.Integer),
+        sqlalchemy.Column("embedding", Vector(DIM)),
+    )
+    with engine.begin() as connection:
+        if not sqlalchemy.inspect(connection).has_table(name):
+            table.create(connection)
+            connection.execute(
+                table.insert(),
+                [
+                    {"id": item, "row": i, "embedding": row.tolist()}
+                    for i, (item, row) in enumerate(zip(IDS, DATA, strict=True))
+                ],
+            )
+            if index is not None:
+                connection.execute(sqlalchemy.text(index.format(table=name)))
+    return engine, table
 
 
 def qdrant_store(distance: str, *, named: bool = False) -> VectorStore:
@@ -166,6 +197,11 @@ def build(name: str, request: pytest.FixtureRequest) -> VectorStore:
         return MilvusStore(client, f"conformance_{kind}")
     if engine == "qdrant":
         return qdrant_store(kind.capitalize())
+    if engine == "pgvector":
+        from exemplar_svm.stores.pgvector import PgVectorStore
+
+        database, table = pgvector_table(request.getfixturevalue("postgres_url"), f"docs_{kind}")
+        return PgVectorStore(database, table.c.id, table.c.embedding, metric=kind, page_size=64)
     pytest.importorskip("faiss")
     return faiss_store(kind)
 
@@ -177,7 +213,9 @@ def store_cache() -> dict[str, VectorStore]:
 
 @pytest.fixture(
     params=[
-        pytest.param(name, marks=[pytest.mark.slow] if name.startswith("chroma") else [])
+        pytest.param(
+            name, marks=[pytest.mark.slow] if name.startswith(("chroma", "pgvector")) else []
+        )
         for name in STORES
     ]
 )
@@ -490,3 +528,40 @@ def test_store_index_refuses_unnormalised_vectors_in_a_dot_collection() -> None:
     )
     with pytest.raises(ValueError, match="not unit-normalised"):
         StoreIndex(QdrantStore(client, "scaled")).search(DATA[0], k=3)
+
+
+@pytest.mark.slow
+def test_pgvector_filtered_and_hnsw(postgres_url: str) -> None:
+    from exemplar_svm.stores.pgvector import PgVectorStore
+
+    database, table = pgvector_table(postgres_url, "docs_filtered")
+    store = PgVectorStore(database, table.c.id, table.c.embedding)
+    query = unit(1, seed=5)[0]
+    view = store.filtered(table.c.row < 100)
+    ids, vectors = view.nearest(query, 10)
+    assert ids == _exact_among(query, 10, IDS[:100])
+    assert_stored(ids, vectors)
+    assert view.search_by_vector(query, 7) == ids[:7]
+    assert [found for found, _ in nearest_many(view, np.stack([query, -query]), [3, 4])] == [
+        _exact_among(query, 3, IDS[:100]),
+        _exact_among(-query, 4, IDS[:100]),
+    ]
+    assert view.count() == N
+    with pytest.raises(ValueError, match="SQLAlchemy clause"):
+        store.filtered({"row": 1})
+    # An HNSW index approximates the order; with hnsw.ef_search above the table's size (set
+    # per connection) it finds the exact one, which the plan shows it uses.
+    import sqlalchemy
+
+    hnsw = "CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops)"
+    _, table = pgvector_table(postgres_url, "docs_hnsw", index=hnsw)
+    searching = sqlalchemy.create_engine(
+        postgres_url, connect_args={"options": "-c hnsw.ef_search=400 -c enable_seqscan=off"}
+    )
+    store = PgVectorStore(searching, table.c.id, table.c.embedding)
+    assert store.nearest(query, 10)[0] == exact(query, 10)
+    literal = "[" + ",".join(f"{x:.6f}" for x in query) + "]"
+    explain = f"EXPLAIN SELECT id FROM docs_hnsw ORDER BY embedding <=> '{literal}' LIMIT 10"
+    with searching.connect() as connection:
+        plan = connection.execute(sqlalchemy.text(explain)).fetchall()
+    assert "docs_hnsw_embedding_idx" in " ".join(str(row[0]) for row in plan)
