@@ -70,6 +70,7 @@ CHECKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
     "vector-databases.md#2": check_store_example,
     "vector-databases.md#3": check_filter_example,
     "vector-databases.md#4": check_filter_example,
+    "vector-databases.md#5": check_filter_example,
     "langchain.md#1": check_framework_example,
     "llama-index.md#1": check_framework_example,
 }
