@@ -381,3 +381,45 @@ def test_llama_index_pgvector_never_returns_another_tenant(
         for mode in MODES
     }
     assert_tenant_a_only(_llama_retrieve(retrievers))
+
+
+@pytest.mark.parametrize("background", [120, 1000])
+def test_store_index_over_qdrant_never_returns_another_tenant(background: int) -> None:
+    """The core alone, with a background that samples the store and one that covers it (every
+    document then in the problem, most of them outside the filter)."""
+    pytest.importorskip("qdrant_client")
+    from qdrant_client import QdrantClient, models
+
+    from exemplar_svm.stores.qdrant import QdrantStore
+
+    client = QdrantClient(":memory:")
+    params = models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    client.create_collection("tenants", vectors_config=params)
+    client.upsert(
+        "tenants",
+        [
+            models.PointStruct(id=item, vector=vector.tolist(), payload=metadata)
+            for item, vector, metadata in zip(IDS, VECTORS, METADATAS, strict=True)
+        ],
+    )
+    index = StoreIndex(QdrantStore(client, "tenants"), background=background, candidates=16)
+    tenant_a = models.Filter(
+        must=[models.FieldCondition(key="tenant", match=models.MatchValue(value="a"))]
+    )
+    table = dict(zip(QUERY_TEXTS, QUERY_VECTORS, strict=True))
+
+    def retrieve(text: str, mode: str) -> list[str]:
+        hits = index.search(table[text], k=5, mode=mode, filter=tenant_a)
+        return [hit.id for hit in hits]
+
+    assert_tenant_a_only(retrieve)
+    # Positives and negatives by id, from either tenant: still tenant a's documents only.
+    hits = index.search(
+        QUERY_VECTORS[0],
+        k=5,
+        mode="svm",
+        positives=[IDS[PER_TENANT]],
+        negatives=[IDS[1]],
+        filter=tenant_a,
+    )
+    assert len(hits) == 5 and all(TENANT[hit.id] == "a" for hit in hits)
