@@ -130,3 +130,15 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A Milvus Lite database file (the same client API as a Milvus cluster)."""
     pytest.importorskip("milvus_lite")
     return str(tmp_path_factory.mktemp("milvus") / "stores.db")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+    """A PostgreSQL server with pgvector (the ``pgserver`` package: no root, no network) on a
+    temporary data directory for the session, as a SQLAlchemy URL (psycopg 3)."""
+    pgserver = pytest.importorskip("pgserver")
+    pytest.importorskip("pgvector")
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    server.cleanup()

@@ -71,10 +71,25 @@ def check_llama_index_migration(out: str, namespace: dict[str, Any]) -> None:
     assert lines[0].split()[0] == "kitten-food"
 
 
+def check_filter_example(out: str, namespace: dict[str, Any]) -> None:
+    """The filter examples: the kitten note of the filtered tenant first, no other tenant's."""
+    from exemplar_svm import StoreIndex
+
+    lines = out.splitlines()
+    assert lines[0] == "acme Kittens need four small meals a day of wet kitten food."
+    assert all(line.startswith("acme ") for line in lines[:2])
+    if len(lines) > 2:  # the per-call filter replaced the retriever's
+        assert lines[2] == "{'globex'}"
+    assert isinstance(namespace["retriever"].index, StoreIndex)
+
+
 #: Extra checks of what some examples print, by page and block number.
 CHECKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
     "vector-databases.md#1": check_store_example,
     "vector-databases.md#2": check_store_example,
+    "vector-databases.md#3": check_filter_example,
+    "vector-databases.md#4": check_filter_example,
+    "vector-databases.md#5": check_filter_example,
     "langchain.md#1": check_framework_example,
     "llama-index.md#1": check_framework_example,
     "migrating.md#1": check_langchain_migration,

@@ -179,6 +179,8 @@ def test_the_framework_store_extras_bring_the_framework_stores() -> None:
         (("llama-index-milvus",), "llama_index.vector_stores.milvus"),
         (("llama-index-faiss",), "llama_index.vector_stores.faiss"),
         (("langchain-milvus",), "langchain_milvus"),
+        (("langchain-qdrant",), "langchain_qdrant"),
+        (("llama-index-qdrant",), "llama_index.vector_stores.qdrant"),
     ]:
         assert distribution_of(module) in installed_closure(extras), (extras, module)
     assert distribution_of("langchain_chroma") not in installed_closure(("chroma",))

@@ -647,7 +647,7 @@ def test_readme_example_runs_as_written(
 
 
 def test_docstring_example_runs() -> None:
-    result = doctest.testmod(adapter, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(adapter._retriever, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
 

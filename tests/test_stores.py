@@ -1,5 +1,6 @@
 """The VectorStore implementations against real engines: a Chroma server on loopback, Milvus
-Lite in a temporary file, FAISS in process, and the in-memory ExemplarIndex.
+Lite in a temporary file, FAISS in process, Qdrant in local mode (the client API of a server),
+and the in-memory ExemplarIndex.
 
 Every store holds the same 300 unit vectors, so all three metrics rank them by ``x @ q`` and
 every answer can be checked against numpy.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,8 @@ from exemplar_svm import ExemplarIndex
 from exemplar_svm.stores import BatchVectorStore, VectorStore, nearest_many
 
 N, DIM = 300, 16
-IDS = [f"doc-{row:03d}" for row in range(N)]
+# UUIDs (in row order as strings too): the one id format every engine takes, Qdrant included.
+IDS = [str(uuid.UUID(int=row + 1)) for row in range(N)]
 
 
 def unit(rows: int, seed: int) -> np.ndarray:
@@ -60,7 +63,7 @@ def milvus_collection(
     if int_ids:
         schema.add_field("key", DataType.INT64, is_primary=True)
     else:
-        schema.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=32)
+        schema.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field(vector, DataType.FLOAT_VECTOR, dim=DIM)
     index = client.prepare_index_params()
     # FLAT searches exactly; Milvus Lite 3's AUTOINDEX is HNSW.
@@ -110,7 +113,65 @@ STORES: dict[str, str] = {
     "faiss-flat-l2": "l2",
     "faiss-hnsw": "ip",
     "faiss-idmap": "ip",
+    "qdrant-cosine": "cosine",
+    "qdrant-dot": "ip",
+    "qdrant-euclid": "l2",
+    "pgvector-cosine": "cosine",
+    "pgvector-ip": "ip",
+    "pgvector-l2": "l2",
 }
+
+
+def pgvector_table(url: str, name: str, *, index: str | None = None) -> tuple[Any, Any]:
+    """A table of DATA (id, tenant row number, vector) in the test server; (engine, table)."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from pgvector.sqlalchemy import Vector
+
+    engine = sqlalchemy.create_engine(url)
+    table = sqlalchemy.Table(
+        name,
+        sqlalchemy.MetaData(),
+        sqlalchemy.Column("id", sqlalchemy.String, primary_key=True),
+        sqlalchemy.Column("row", sqlalchemy.Integer),
+        sqlalchemy.Column("embedding", Vector(DIM)),
+    )
+    with engine.begin() as connection:
+        if not sqlalchemy.inspect(connection).has_table(name):
+            table.create(connection)
+            connection.execute(
+                table.insert(),
+                [
+                    {"id": item, "row": i, "embedding": row.tolist()}
+                    for i, (item, row) in enumerate(zip(IDS, DATA, strict=True))
+                ],
+            )
+            if index is not None:
+                connection.execute(sqlalchemy.text(index.format(table=name)))
+    return engine, table
+
+
+def qdrant_store(distance: str, *, named: bool = False) -> VectorStore:
+    """A Qdrant local-mode collection of DATA, each point's row in its payload."""
+    pytest.importorskip("qdrant_client")
+    from qdrant_client import QdrantClient, models
+
+    from exemplar_svm.stores.qdrant import QdrantStore
+
+    client = QdrantClient(":memory:")
+    params = models.VectorParams(size=DIM, distance=models.Distance(distance))
+    client.create_collection("docs", vectors_config={"dense": params} if named else params)
+    client.upsert(
+        "docs",
+        [
+            models.PointStruct(
+                id=item,
+                vector={"dense": row.tolist()} if named else row.tolist(),
+                payload={"row": i},
+            )
+            for i, (item, row) in enumerate(zip(IDS, DATA, strict=True))
+        ],
+    )
+    return QdrantStore(client, "docs", page_size=64)
 
 
 def build(name: str, request: pytest.FixtureRequest) -> VectorStore:
@@ -134,6 +195,13 @@ def build(name: str, request: pytest.FixtureRequest) -> VectorStore:
         client = request.getfixturevalue("milvus_client")
         milvus_collection(client, f"conformance_{kind}", kind.upper())
         return MilvusStore(client, f"conformance_{kind}")
+    if engine == "qdrant":
+        return qdrant_store(kind.capitalize())
+    if engine == "pgvector":
+        from exemplar_svm.stores.pgvector import PgVectorStore
+
+        database, table = pgvector_table(request.getfixturevalue("postgres_url"), f"docs_{kind}")
+        return PgVectorStore(database, table.c.id, table.c.embedding, metric=kind, page_size=64)
     pytest.importorskip("faiss")
     return faiss_store(kind)
 
@@ -145,7 +213,9 @@ def store_cache() -> dict[str, VectorStore]:
 
 @pytest.fixture(
     params=[
-        pytest.param(name, marks=[pytest.mark.slow] if name.startswith("chroma") else [])
+        pytest.param(
+            name, marks=[pytest.mark.slow] if name.startswith(("chroma", "pgvector")) else []
+        )
         for name in STORES
     ]
 )
@@ -208,14 +278,14 @@ def test_nearest_many_answers_each_vector_as_nearest_does(
 
 
 def test_fetch_keeps_the_asked_order(store: VectorStore) -> None:
-    asked = ["doc-250", "doc-003", "doc-117", "doc-003"]
+    asked = [IDS[250], IDS[3], IDS[117], IDS[3]]
     assert_stored(asked, store.fetch(asked))
     assert store.fetch([]).shape == (0, DIM)
 
 
 def test_fetch_names_an_unknown_id(store: VectorStore) -> None:
     with pytest.raises(ValueError, match="no-such-doc"):
-        store.fetch(["doc-001", "no-such-doc"])
+        store.fetch([IDS[1], "no-such-doc"])
 
 
 def test_sample_is_distinct_deterministic_and_stored(store: VectorStore) -> None:
@@ -300,7 +370,7 @@ def test_milvus_loads_a_released_collection_and_checks_fields(milvus_client: Any
     milvus_collection(milvus_client, "released", "IP")
     milvus_client.release_collection("released")
     store = MilvusStore(milvus_client, "released", vector_field="embedding", id_field="doc_id")
-    assert store.search_by_vector(DATA[9], 1) == ["doc-009"]
+    assert store.search_by_vector(DATA[9], 1) == [IDS[9]]
     with pytest.raises(ValueError, match="no collection 'missing'"):
         MilvusStore(milvus_client, "missing")
     with pytest.raises(ValueError, match="not the primary key"):
@@ -366,3 +436,132 @@ def test_engines_are_imported_only_when_used(module: str, engine: str) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert f"exemplar-svm[{module}]" in done.stdout, done.stdout + done.stderr
+
+
+# -- filters -------------------------------------------------------------------------------
+
+EVEN = [item for row, item in enumerate(IDS) if row % 2 == 0]
+
+
+def _exact_among(query: np.ndarray, k: int, allowed: list[str]) -> list[str]:
+    rows = np.array([ROW[item] for item in allowed])
+    order = rows[np.argsort(-(DATA[rows] @ query), kind="stable")]
+    return [IDS[row] for row in order[:k]]
+
+
+@pytest.mark.parametrize("kind", ["flat-ip", "flat-l2", "hnsw", "idmap"])
+def test_faiss_filtered_searches_only_the_allowed_ids(kind: str) -> None:
+    pytest.importorskip("faiss")
+    store = faiss_store(kind)
+    query = unit(1, seed=3)[0]
+    for allowed in (set(EVEN), lambda item: ROW[item] % 2 == 0):
+        view = store.filtered(allowed)  # type: ignore[attr-defined]
+        ids, vectors = view.nearest(query, 10)
+        assert ids == _exact_among(query, 10, EVEN)
+        assert_stored(ids, vectors)
+        assert view.search_by_vector(query, 10) == ids
+        assert [found for found, _ in nearest_many(view, np.stack([query, -query]), [3, 4])] == [
+            _exact_among(query, 3, EVEN),
+            _exact_among(-query, 4, EVEN),
+        ]
+        assert view.count() == store.count() == N  # sampling still sees the whole index
+    with pytest.raises(ValueError, match="collection of document ids or a predicate"):
+        store.filtered("doc")  # type: ignore[attr-defined]
+
+
+def test_qdrant_filtered_and_named_vectors() -> None:
+    from qdrant_client import models
+
+    store = qdrant_store("Cosine", named=True)
+    assert store.vector_name == "dense"  # type: ignore[attr-defined]
+    query = unit(1, seed=5)[0]
+    assert store.nearest(query, 5)[0] == exact(query, 5)
+    low = models.Filter(must=[models.FieldCondition(key="row", range=models.Range(lt=100))])
+    view = store.filtered(low)  # type: ignore[attr-defined]
+    ids, vectors = view.nearest(query, 10)
+    assert ids == _exact_among(query, 10, IDS[:100])
+    assert_stored(ids, vectors)
+    assert view.search_by_vector(query, 7) == ids[:7]
+    with pytest.raises(ValueError, match=r"qdrant_client\.models\.Filter"):
+        store.filtered({"row": 1})  # type: ignore[attr-defined]
+
+
+def test_qdrant_refuses_manhattan_and_unknown_ids() -> None:
+    with pytest.raises(ValueError, match="distance 'Manhattan'"):
+        qdrant_store("Manhattan")
+    store = qdrant_store("Dot")
+    with pytest.raises(ValueError, match="unsigned integers or UUIDs"):
+        store.fetch(["doc-1"])
+
+
+def test_qdrant_batches_the_queries_in_one_request() -> None:
+    store = qdrant_store("Cosine")
+    calls: list[int] = []
+    client = store.client  # type: ignore[attr-defined]
+    original = client.query_batch_points
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(kwargs["requests"]))
+        return original(*args, **kwargs)
+
+    client.query_batch_points = spy
+    queries = unit(3, seed=11)
+    answers = nearest_many(store, queries, [2, 3, 4])
+    assert calls == [3]
+    assert [ids for ids, _ in answers] == [
+        exact(q, k) for q, k in zip(queries, [2, 3, 4], strict=True)
+    ]
+
+
+def test_store_index_refuses_unnormalised_vectors_in_a_dot_collection() -> None:
+    from qdrant_client import QdrantClient, models
+
+    from exemplar_svm import StoreIndex
+    from exemplar_svm.stores.qdrant import QdrantStore
+
+    client = QdrantClient(":memory:")
+    params = models.VectorParams(size=DIM, distance=models.Distance.DOT)
+    client.create_collection("scaled", vectors_config=params)
+    client.upsert(
+        "scaled",
+        [models.PointStruct(id=i + 1, vector=(3 * row).tolist()) for i, row in enumerate(DATA)],
+    )
+    with pytest.raises(ValueError, match="not unit-normalised"):
+        StoreIndex(QdrantStore(client, "scaled")).search(DATA[0], k=3)
+
+
+@pytest.mark.slow
+def test_pgvector_filtered_and_hnsw(postgres_url: str) -> None:
+    from exemplar_svm.stores.pgvector import PgVectorStore
+
+    database, table = pgvector_table(postgres_url, "docs_filtered")
+    store = PgVectorStore(database, table.c.id, table.c.embedding)
+    query = unit(1, seed=5)[0]
+    view = store.filtered(table.c.row < 100)
+    ids, vectors = view.nearest(query, 10)
+    assert ids == _exact_among(query, 10, IDS[:100])
+    assert_stored(ids, vectors)
+    assert view.search_by_vector(query, 7) == ids[:7]
+    assert [found for found, _ in nearest_many(view, np.stack([query, -query]), [3, 4])] == [
+        _exact_among(query, 3, IDS[:100]),
+        _exact_among(-query, 4, IDS[:100]),
+    ]
+    assert view.count() == N
+    with pytest.raises(ValueError, match="SQLAlchemy clause"):
+        store.filtered({"row": 1})
+    # An HNSW index approximates the order; with hnsw.ef_search above the table's size (set
+    # per connection) it finds the exact one, which the plan shows it uses.
+    import sqlalchemy
+
+    hnsw = "CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops)"
+    _, table = pgvector_table(postgres_url, "docs_hnsw", index=hnsw)
+    searching = sqlalchemy.create_engine(
+        postgres_url, connect_args={"options": "-c hnsw.ef_search=400 -c enable_seqscan=off"}
+    )
+    store = PgVectorStore(searching, table.c.id, table.c.embedding)
+    assert store.nearest(query, 10)[0] == exact(query, 10)
+    literal = "[" + ",".join(f"{x:.6f}" for x in query) + "]"
+    explain = f"EXPLAIN SELECT id FROM docs_hnsw ORDER BY embedding <=> '{literal}' LIMIT 10"
+    with searching.connect() as connection:
+        plan = connection.execute(sqlalchemy.text(explain)).fetchall()
+    assert "docs_hnsw_embedding_idx" in " ".join(str(row[0]) for row in plan)

@@ -361,10 +361,11 @@ async def test_llama_index_async_callbacks_and_limits(
     assert [len(r) for r in results] == [3, 3]
     assert ids_of(results[0]) == ids_of(retriever.retrieve("cats"))
     assert len(debug.get_event_pairs(CBEventType.RETRIEVE)) == 3
-    with pytest.raises(ValueError, match="filters are not supported"):
-        retriever.retrieve_with_examples(
-            "cats", filters=MetadataFilters(filters=[MetadataFilter(key="topic", value="cats")])
-        )
+    # FAISS keeps no metadata: the filters are evaluated over the docstore's nodes.
+    filtered = retriever.retrieve_with_examples(
+        "stars", filters=MetadataFilters(filters=[MetadataFilter(key="topic", value="cats")])
+    )
+    assert filtered and all(result.node.metadata["topic"] == "cats" for result in filtered)
     with pytest.raises(ValueError, match=r"persist.*vector store"):
         retriever.persist(request.getfixturevalue("tmp_path"))
     with pytest.raises(TypeError, match="background apply only"):

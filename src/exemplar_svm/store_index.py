@@ -62,7 +62,7 @@ from exemplar_svm.index import (
     split_examples,
     top_k,
 )
-from exemplar_svm.stores import METRICS, VectorStore, nearest_many
+from exemplar_svm.stores import METRICS, FilterableStore, VectorStore, nearest_many
 
 F32 = np.float32
 F64 = np.float64
@@ -148,6 +148,9 @@ class _Candidates:
     position: dict[str, int]
     # Each fetch covers the documents with ``aim @ x >= threshold`` (its last score).
     regions: list[tuple[NDArray[F64], float]]
+    # Rows that may be results: under a filter, only those a filtered store search returned
+    # (background rows may lie outside the filter; they only shape the model).
+    eligible: NDArray[np.bool_]
 
 
 class StoreIndex:
@@ -305,6 +308,7 @@ class StoreIndex:
         prior_direction: PriorDirection | None = None,
         hard_negatives: int | None = None,
         hard_negative_weight: float | None = None,
+        filter: Any = None,
     ) -> list[Hit]:
         """Rank the store for ``query``; the best ``k`` documents, best first.
 
@@ -325,11 +329,21 @@ class StoreIndex:
           estimated on the background. Demotion only lowers scores: when it drops the
           ``k``-th hit below the least score the store returned, the store is asked for twice
           as many (up to ``max_candidates``), so no document it did not return beats a hit.
+
+        ``filter``, in the store's own syntax (see :class:`exemplar_svm.stores.FilterableStore`),
+        restricts the results: every store search of the query (its neighbours, the documents
+        the first model ranks highest, the ranking by the model) applies it, and only documents
+        those searches returned are results. The background sample stays the whole
+        collection's (it stands for the documents the model is trained against) but no
+        background document is returned unless a filtered search returned it too. A store that
+        cannot filter raises ``TypeError`` rather than ignore the filter.
         """
         k = check_k(k)
         # Every ranking option is a parameter of this method, named as in SEARCH_OPTIONS.
         arguments = locals()
         options = resolve_options({}, {name: arguments[name] for name in SEARCH_OPTIONS})
+        searcher = self._searcher(filter)
+        filtering = searcher is not self.store
         mode = options["mode"]
         if mode == "lda":
             raise ValueError(
@@ -376,8 +390,8 @@ class StoreIndex:
             aim, answer = knn_direction, None
             if mode == "prf" and options["prf_weight"] and feedback:
                 size = max(self.candidates, feedback + len(named), _wanted(k, named, demotion))
-                answer = self._nearest([knn_direction], [min(total, size)], dim)
-                near = _gather(answer, [knn_direction], [], sample[:0])
+                answer = self._nearest([knn_direction], [min(total, size)], dim, searcher)
+                near = _gather(answer, [knn_direction], [], sample[:0], filtering)
                 rows, weights = _feedback(
                     _cosines(near.vectors, knn_direction),
                     ~_named_rows(near, named),
@@ -388,7 +402,9 @@ class StoreIndex:
                 if len(rows):
                     moved = knn_direction + options["prf_weight"] * (weights @ near.vectors[rows])
                     aim, answer = direction_of(moved[np.newaxis]), None
-            return self._nearest_hits(aim, k, named, total, dim, query_direction, demotion, answer)
+            return self._nearest_hits(
+                aim, k, named, total, dim, query_direction, demotion, searcher, answer
+            )
 
         options["negative_weight"] = named_negative_weight(
             options["negative_weight"], total, len(neg_vectors)
@@ -417,10 +433,11 @@ class StoreIndex:
             sizes.append(extra)
         # The store's answers are dropped once gathered: the candidates hold the rows kept.
         found = _gather(
-            self._nearest(aims, [min(total, size + len(named)) for size in sizes], dim),
+            self._nearest(aims, [min(total, size + len(named)) for size in sizes], dim, searcher),
             aims,
             sample_ids,
             sample,
+            filtering,
         )
         with ONE_BLAS_THREAD:
             model = problem.train(found)
@@ -430,14 +447,21 @@ class StoreIndex:
             scores = plain - demotion.penalty(found.vectors, direction)
         excluded = _named_rows(found, named)
         hits = _hits(found, scores, excluded, k, query_direction)
-        if model.covers:  # every document of the store is a candidate
+        # Under a filter, the background documents the filtered searches did not return may
+        # match it or not: they cannot be results, so only the store's ranking can show that
+        # none of them (nor any other unfetched match) beats the k-th hit.
+        if model.covers and not filtering:  # every document of the store is a candidate
             return hits
-        if len(hits) == k:
+        beaten = filtering and bool(
+            len(hits) == k and (scores[~found.eligible] > hits[-1].score).any()
+        )
+        if len(hits) == k and not beaten:
             # Demotion only lowers scores: the bounds of the undemoted ones still hold.
             if hits[-1].score - offset > _bound(direction, found.regions):
                 return hits
             if self.skip_when == "estimated":
-                rest = scores[found.fetched :][~excluded[found.fetched :]]
+                anonymous = ~_named_rows(found, named, results=False)
+                rest = scores[found.fetched :][anonymous[found.fetched :]]
                 outside = total - found.fetched
                 if _expected_misses(rest, outside, hits[-1].score) < _EXPECTED_MISSES:
                     return hits
@@ -447,8 +471,12 @@ class StoreIndex:
         size = min(total, _wanted(k, named, demotion))
         cap = max(self.max_candidates, size)
         while True:
-            ids = list(dict.fromkeys(self.store.search_by_vector(unit, size)))
+            ids = list(dict.fromkeys(searcher.search_by_vector(unit, size)))
             unseen = [item for item in ids if item not in found.position]
+            eligible = found.eligible
+            if filtering:  # the background documents it returned match the filter
+                eligible = eligible.copy()
+                eligible[[found.position[item] for item in ids if item in found.position]] = True
             if unseen:
                 vectors = self._fetch(unseen, "results")
                 more = corpus_products(vectors, np.atleast_2d(direction))[:, 0] + offset
@@ -458,13 +486,17 @@ class StoreIndex:
                 scores = np.r_[scores, more]
                 position = dict(found.position)
                 position.update(zip(unseen, range(len(found.ids), len(plain)), strict=True))
+                eligible = np.r_[eligible, np.ones(len(unseen), dtype=bool)]
                 found = _Candidates(
                     [*found.ids, *unseen],
                     np.concatenate([found.vectors, vectors]),
                     found.fetched,
                     position,
                     found.regions,
+                    eligible,
                 )
+            else:
+                found.eligible = eligible
             hits = _hits(found, scores, _named_rows(found, named), k, query_direction)
             least = min((float(plain[found.position[item]]) for item in ids), default=-math.inf)
             if len(ids) < size or size >= min(total, cap) or _complete(hits, k, least):
@@ -480,6 +512,7 @@ class StoreIndex:
         dim: int,
         query_direction: NDArray[F64],
         demotion: _Demotion | None,
+        searcher: VectorStore,
         answer: list[tuple[list[str], NDArray[F32]]] | None = None,
     ) -> list[Hit]:
         """The best ``k`` by cosine to the unit ``aim`` (demoted), from the store's nearest
@@ -491,7 +524,7 @@ class StoreIndex:
         cap = max(self.max_candidates, size)
         while True:
             if answer is None:
-                answer = self._nearest([aim], [size], dim)
+                answer = self._nearest([aim], [size], dim, searcher)
             found = _gather(answer, [aim], [], np.empty((0, dim), dtype=F32))
             plain = _cosines(found.vectors, aim)
             scores = plain
@@ -503,10 +536,26 @@ class StoreIndex:
                 return hits
             size, answer = min(total, cap, 2 * size), None
 
+    def _searcher(self, filter: Any) -> VectorStore:
+        """The store, or its view that applies ``filter`` to every search."""
+        if filter is None:
+            return self.store
+        if not isinstance(self.store, FilterableStore):
+            raise TypeError(
+                f"{type(self.store).__name__} cannot apply a metadata filter (it has no "
+                "filtered(filter) method; see exemplar_svm.stores.FilterableStore), and a "
+                "filter is never ignored: pass filter=None, or use a store that filters"
+            )
+        return self.store.filtered(filter)
+
     def _nearest(
-        self, aims: Sequence[NDArray[F64]], sizes: Sequence[int], dim: int
+        self,
+        aims: Sequence[NDArray[F64]],
+        sizes: Sequence[int],
+        dim: int,
+        searcher: VectorStore,
     ) -> list[tuple[list[str], NDArray[F32]]]:
-        answers = nearest_many(self.store, np.array(aims, dtype=F32), sizes)
+        answers = nearest_many(searcher, np.array(aims, dtype=F32), sizes)
         return [
             (list(ids), self._unit(np.asarray(vectors).reshape(len(ids), dim), "nearest"))
             for ids, vectors in answers
@@ -529,8 +578,10 @@ def _gather(
     aims: Sequence[NDArray[F64]],
     sample_ids: Sequence[str],
     sample: NDArray[F32],
+    filtering: bool = False,
 ) -> _Candidates:
-    """The fetched documents (each once, in order) followed by the unfetched background."""
+    """The fetched documents (each once, in order) followed by the unfetched background
+    (which cannot be a result under a filter)."""
     regions: list[tuple[NDArray[F64], float]] = []
     for aim, (found, vectors) in zip(aims, answers, strict=True):
         if found:
@@ -555,11 +606,16 @@ def _gather(
         np.take(vectors, kept - start, axis=0, out=matrix[filled : filled + len(kept)])
         start += len(vectors)
     np.take(sample, rest, axis=0, out=matrix[fetched:])
-    return _Candidates(ids, matrix, fetched, position, regions)
+    eligible = np.ones(len(ids), dtype=bool)
+    if filtering:
+        eligible[fetched:] = False
+    return _Candidates(ids, matrix, fetched, position, regions, eligible)
 
 
-def _named_rows(found: _Candidates, named: set[str]) -> NDArray[np.bool_]:
-    excluded = np.zeros(len(found.ids), dtype=bool)
+def _named_rows(found: _Candidates, named: set[str], results: bool = True) -> NDArray[np.bool_]:
+    """Rows of the named examples, and (``results``) the other rows that cannot be results:
+    those that may lie outside the filter."""
+    excluded = ~found.eligible if results else np.zeros(len(found.ids), dtype=bool)
     for item in named:
         row = found.position.get(item)
         if row is not None:
@@ -720,14 +776,17 @@ class _Problem:
         also move the hybrid's kNN side (PRF).
         """
         options = self.options
-        excluded = _named_rows(found, self.named)
+        excluded = _named_rows(found, self.named, results=False)
         n = len(found.ids)
         knn = _cosines(found.vectors, self.knn_direction)
         self.knn = knn
-        rows = np.flatnonzero(~excluded)
+        # Feedback and hard negatives come from the documents that may be results (under a
+        # filter, the filtered searches' answers): the model contrasts the filter's documents.
+        selectable = ~excluded & found.eligible
+        rows = np.flatnonzero(selectable)
         order = rows[np.lexsort((rows, -knn[rows]))]
         feedback_rows, feedback_weights = _feedback(
-            knn, ~excluded, self.feedback, options["feedback_threshold"], self.knn_stats
+            knn, selectable, self.feedback, options["feedback_threshold"], self.knn_stats
         )
         feedback = len(feedback_rows)
         if options["mode"] == "hybrid" and options["prf_weight"] and feedback:

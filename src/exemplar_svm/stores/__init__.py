@@ -3,14 +3,20 @@
 :class:`VectorStore` is all the SVM needs from a store; :class:`exemplar_svm.StoreIndex` trains
 and ranks through it. The in-memory :class:`exemplar_svm.ExemplarIndex` implements it, and the
 modules here wrap real engines (each behind its own extra): :mod:`exemplar_svm.stores.chroma`,
-:mod:`exemplar_svm.stores.milvus` and :mod:`exemplar_svm.stores.faiss`.
+:mod:`exemplar_svm.stores.milvus`, :mod:`exemplar_svm.stores.faiss` and
+:mod:`exemplar_svm.stores.qdrant`.
+
+Metadata filters: a store that implements :class:`FilterableStore` returns, from
+:meth:`FilterableStore.filtered`, a view whose searches apply a filter in the engine's own
+syntax (a Chroma ``where`` dict, a Milvus boolean expression, a Qdrant ``Filter``, a set of ids
+for FAISS). :meth:`exemplar_svm.StoreIndex.search` takes it as ``filter=``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -80,6 +86,23 @@ class BatchVectorStore(VectorStore, Protocol):
         ...
 
 
+@runtime_checkable
+class FilterableStore(VectorStore, Protocol):
+    """A :class:`VectorStore` whose searches can be restricted by a metadata filter.
+
+    Optional: :meth:`exemplar_svm.StoreIndex.search` refuses ``filter=`` over a store without
+    it, rather than return documents outside the filter.
+    """
+
+    def filtered(self, filter: Any) -> VectorStore:
+        """A view of this store whose :meth:`~VectorStore.nearest`, ``nearest_many`` and
+        :meth:`~VectorStore.search_by_vector` return only documents that match ``filter`` (in
+        the engine's own syntax); ``count``, ``sample`` and ``fetch`` still see the whole
+        collection (the background sample only shapes the model). ``ValueError`` on a filter
+        the engine cannot apply."""
+        ...
+
+
 def check_many(
     vectors: ArrayLike, k: Sequence[int], dim: int | None = None
 ) -> tuple[NDArray[np.float32], list[int]]:
@@ -112,4 +135,11 @@ def nearest_many(
         return list(workers.map(store.nearest, matrix, k))
 
 
-__all__ = ["METRICS", "BatchVectorStore", "Metric", "VectorStore", "nearest_many"]
+__all__ = [
+    "METRICS",
+    "BatchVectorStore",
+    "FilterableStore",
+    "Metric",
+    "VectorStore",
+    "nearest_many",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -56,6 +57,8 @@ class ChromaStore:
         self.workers = int(check_positive(workers, "workers"))
         self._metric = _space(collection)
         self._dim: int | None = None
+        # The ``where`` filter of every search (see filtered).
+        self.where: Mapping[str, Any] | None = None
 
     @property
     def metric(self) -> Metric:
@@ -77,7 +80,10 @@ class ChromaStore:
         if not sizes:
             return []
         result = self.collection.query(
-            query_embeddings=queries, n_results=max(sizes), include=["embeddings"]
+            query_embeddings=queries,
+            n_results=max(sizes),
+            include=["embeddings"],
+            **self._where(),
         )
         answers = []
         for ids, embeddings, size in zip(result["ids"], result["embeddings"], sizes, strict=True):
@@ -87,6 +93,20 @@ class ChromaStore:
 
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
         return list(self._query(vector, k, [])["ids"][0])
+
+    def filtered(self, filter: Mapping[str, Any]) -> ChromaStore:
+        """A view of this store whose searches return only documents matching ``filter``,
+        a Chroma ``where``
+        filter such as ``{"tenant": "a"}`` or ``{"$and": [...]}``; ``count``, ``sample`` and
+        ``fetch`` still see the whole collection."""
+        if not isinstance(filter, Mapping):
+            raise ValueError(
+                f"a Chroma filter is a where dict such as {{'tenant': 'a'}}, got "
+                f"{type(filter).__name__}"
+            )
+        view = copy.copy(self)
+        view.where = filter
+        return view
 
     def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
         n = self.count()
@@ -120,7 +140,12 @@ class ChromaStore:
         query = as_matrix(vector, "vector", dtype=np.float32)
         if query.shape[0] != 1:
             raise ValueError(f"pass one query vector, got {query.shape[0]}")
-        return self.collection.query(query_embeddings=query, n_results=check_k(k), include=include)
+        return self.collection.query(
+            query_embeddings=query, n_results=check_k(k), include=include, **self._where()
+        )
+
+    def _where(self) -> dict[str, Any]:
+        return {} if self.where is None else {"where": dict(self.where)}
 
     def _ids_at(self, positions: NDArray[np.int64]) -> list[str]:
         first, last = int(positions[0]), int(positions[-1])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -14,6 +15,8 @@ from exemplar_svm.stores import Metric, check_many
 
 #: How FAISS labels (what ``index.search`` returns) map to document ids.
 IdMap = Union[Sequence[str], Mapping[int, str], None]  # noqa: UP007
+#: A FAISS filter: the document ids allowed, or a predicate on a document id.
+IdFilter = Union[Collection[str], Callable[[str], bool]]  # noqa: UP007
 
 
 class FaissStore:
@@ -74,6 +77,8 @@ class FaissStore:
         self._labels: NDArray[np.int64] | None = None
         self._rows: dict[int, int] | None = None
         self._label_of: dict[str, int] | None = None
+        # The documents every search may return (see filtered); None: all.
+        self.allowed: IdFilter | None = None
 
     def _current(self) -> None:
         if self._seen == self.index.ntotal:
@@ -111,6 +116,44 @@ class FaissStore:
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
         return self._ids(self._search(vector, k))
 
+    def filtered(self, filter: IdFilter) -> FaissStore:
+        """A view of this store whose searches return only the documents ``filter`` allows:
+        a collection of document ids, or a predicate on a document id. FAISS keeps no
+        metadata, so the framework adapters evaluate a metadata filter over their docstore
+        and pass the ids that match. The searches restrict FAISS itself (an ``IDSelector``),
+        so the top ``k`` of the allowed documents come back, however few they are."""
+        if not callable(filter) and (isinstance(filter, str) or not isinstance(filter, Collection)):
+            raise ValueError(
+                "a FAISS filter is a collection of document ids or a predicate on an id, got "
+                f"{type(filter).__name__}"
+            )
+        view = copy.copy(self)
+        view.allowed = filter
+        return view
+
+    def _params(self) -> Any:
+        """Search parameters restricting FAISS to the allowed labels, or None."""
+        if self.allowed is None:
+            return None
+        faiss = require("faiss", extra="faiss")
+        self._current()
+        if self._label_of is None:
+            self._label_of = self._reverse()
+        allowed = self.allowed
+        if callable(allowed):
+            labels = [label for item, label in self._label_of.items() if allowed(item)]
+        else:
+            labels = [self._label_of[item] for item in allowed if item in self._label_of]
+        selector = faiss.IDSelectorBatch(np.asarray(labels, dtype=np.int64))
+        if isinstance(self._inner, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=selector)
+        elif isinstance(self._inner, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(sel=selector)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params._selector = selector  # FAISS holds a raw pointer: keep the selector alive
+        return params
+
     def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
         n = self.count()
         size = min(check_count(size, "size"), n)
@@ -145,7 +188,12 @@ class FaissStore:
         self, queries: NDArray[np.float32], k: int, sizes: Sequence[int]
     ) -> list[list[int]]:
         """The labels of each query's ``sizes[i]`` nearest documents (one search for all)."""
-        _, labels = self.index.search(queries, min(k, max(self.count(), 1)))
+        params = self._params()
+        size = min(k, max(self.count(), 1))
+        if params is None:
+            _, labels = self.index.search(queries, size)
+        else:
+            _, labels = self.index.search(queries, size, params=params)
         # FAISS pads with -1 when fewer than k documents are found.
         return [
             [int(label) for label in found[:size] if label >= 0]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -100,6 +101,8 @@ class MilvusStore:
         state = client.get_load_state(collection_name).get("state")
         if getattr(state, "name", None) != "Loaded":
             client.load_collection(collection_name)
+        # The boolean expression every search applies (see filtered); "" filters nothing.
+        self.expr = ""
 
     @property
     def metric(self) -> Metric:
@@ -124,6 +127,19 @@ class MilvusStore:
 
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
         return [str(hit[self.id_field]) for hit in self._search(vector, k, [])]
+
+    def filtered(self, filter: str) -> MilvusStore:
+        """A view of this store whose searches return only documents matching ``filter``,
+        a Milvus boolean expression
+        such as ``'tenant == "a"'``; ``count``, ``sample`` and ``fetch`` still see the whole
+        collection."""
+        if not isinstance(filter, str) or not filter.strip():
+            raise ValueError(
+                f"a Milvus filter is a boolean expression such as 'tenant == \"a\"', got {filter!r}"
+            )
+        view = copy.copy(self)
+        view.expr = filter
+        return view
 
     def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
         n = self.count()
@@ -193,6 +209,7 @@ class MilvusStore:
             anns_field=self.vector_field,
             output_fields=output_fields,
             search_params=self.search_params,
+            filter=self.expr,
         )
 
     def _answer(self, hits: Sequence[Any]) -> tuple[list[str], NDArray[np.float32]]:

@@ -1,20 +1,17 @@
-"""LangChain adapter: :class:`ExemplarSVMRetriever`, a retriever over an :class:`ExemplarIndex`
-or, through a :class:`~exemplar_svm.StoreIndex`, over a LangChain ``VectorStore``.
+"""The LangChain retriever: :class:`ExemplarSVMRetriever`, over an :class:`ExemplarIndex` or,
+through a :class:`~exemplar_svm.StoreIndex`, over a LangChain ``VectorStore``.
 
-The retriever only translates between LangChain and the shared core: it embeds texts with the
-embedding model it was given, hands vectors and ids to :meth:`ExemplarIndex.search` (or
-:meth:`StoreIndex.search`), and turns the hits back into ``Document`` objects. Every ranking
-decision is the core's. :func:`store_from_vectorstore` translates a LangChain vector store into
-the core's :class:`exemplar_svm.stores.VectorStore`.
-
-Needs the ``langchain`` extra: ``pip install 'exemplar-svm[langchain]'``.
+It only translates between LangChain and the shared core: it embeds texts with the embedding
+model it was given, hands vectors and ids to :meth:`ExemplarIndex.search` (or
+:meth:`StoreIndex.search`), and turns the hits back into ``Document`` objects. The vector
+stores' specifics are in :mod:`exemplar_svm.langchain._stores`.
 """
 
 # ruff: noqa: E402 - langchain_core is imported after require() names the extra it comes from.
 
 from __future__ import annotations
 
-from exemplar_svm._optional import class_in, require
+from exemplar_svm._optional import require
 
 require("langchain_core", extra="langchain")
 
@@ -52,6 +49,12 @@ from exemplar_svm.index import (
     Mode,
     check_search_options,
 )
+from exemplar_svm.langchain._stores import (
+    documents_by_id,
+    metadata_predicate,
+    store_filter,
+    store_from_vectorstore,
+)
 from exemplar_svm.store_index import (
     DEFAULT_BACKGROUND,
     DEFAULT_CANDIDATES,
@@ -60,9 +63,9 @@ from exemplar_svm.store_index import (
     SkipWhen,
     StoreIndex,
 )
-from exemplar_svm.stores import Metric, VectorStore
+from exemplar_svm.stores import VectorStore
 
-__all__ = ["SUPPORTED_VECTORSTORES", "ExemplarSVMRetriever", "store_from_vectorstore"]
+__all__ = ["ExemplarSVMRetriever"]
 
 #: One extra example for a search: a document id, a text, a ``Document`` or a vector.
 Example = Union[str, Document, ArrayLike]  # noqa: UP007
@@ -258,7 +261,17 @@ class ExemplarSVMRetriever(BaseRetriever):
     """The core's other ranking options, as :meth:`exemplar_svm.ExemplarIndex.search` takes
     them: ``prior``, ``prior_direction``, ``feedback``, ``feedback_weight``,
     ``hard_negatives``, ``hard_negative_weight``, ``hybrid_weight``, ``rocchio``. Unknown names
-    and bad values are refused when the retriever is built."""
+    and bad values are refused when the retriever is built.
+
+    ``"filter"`` restricts every call's results to the documents it matches (``invoke(query,
+    filter=...)`` overrides it for one call). In memory: a callable on a document's metadata
+    or a dict of equalities (``{"tenant": "a"}``). Over a vector store, the store's own
+    syntax, applied by the store to every query of the search: a ``where`` dict for
+    ``Chroma``, a boolean expression (or a dict of equalities) for ``Milvus``, a ``Filter``
+    (or a dict of equalities on the metadata) for ``QdrantVectorStore``, a dict or a callable
+    on metadata for ``FAISS`` and a callable on the ``Document`` (or a dict of equalities) for
+    ``InMemoryVectorStore``. A filter a store cannot apply raises an error; no result ever
+    comes from outside the filter."""
 
     _embedder: Embedder | None = PrivateAttr(default=None)
     _embedder_of: Any = PrivateAttr(default=None)
@@ -268,7 +281,12 @@ class ExemplarSVMRetriever(BaseRetriever):
     @field_validator("search_kwargs")
     @classmethod
     def _check_search_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_search_options(value, own=("mode", "C", "negative_weight"))
+        # "filter" is LangChain's name for a metadata filter, not a ranking option of the core.
+        options = {name: item for name, item in value.items() if name != "filter"}
+        checked = check_search_options(options, own=("mode", "C", "negative_weight"))
+        if value.get("filter") is not None:
+            checked["filter"] = value["filter"]
+        return checked
 
     # Checked before pydantic converts them: it would take True as 1 and "0.5" as a number,
     # and C=inf would fail only at the first query.
@@ -649,6 +667,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         k: int | None = None,
         positives: Examples = None,
         negatives: Examples = None,
+        filter: Any = None,
         **options: Any,
     ) -> list[Document]:
         threshold = self._threshold(options)
@@ -658,7 +677,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         texts = pos[1] + neg[1]
         text_vectors = embedder.embed_documents(texts) if texts else None
         arguments = self._options(pos, neg, text_vectors, k, options)
-        return self._search(query_vector, arguments, threshold)
+        return self._search(query_vector, arguments, threshold, filter)
 
     async def _aget_relevant_documents(
         self,
@@ -668,6 +687,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         k: int | None = None,
         positives: Examples = None,
         negatives: Examples = None,
+        filter: Any = None,
         **options: Any,
     ) -> list[Document]:
         threshold = self._threshold(options)
@@ -681,7 +701,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         text_vectors = await embedder.aembed_documents(texts) if texts else None
         arguments = self._options(pos, neg, text_vectors, k, options)
         # Training and (for a vector store) its queries and document reads run off the loop.
-        return await asyncio.to_thread(self._search, query_vector, arguments, threshold)
+        return await asyncio.to_thread(self._search, query_vector, arguments, threshold, filter)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -707,12 +727,31 @@ class ExemplarSVMRetriever(BaseRetriever):
         query_vector: NDArray[np.float32],
         arguments: dict[str, Any],
         threshold: float | None = None,
+        filter: Any = None,
     ) -> list[Document]:
+        chosen = arguments.pop("filter", None) if filter is None else filter
+        arguments.pop("filter", None)
+        if isinstance(self.index, StoreIndex):  # (_threshold refuses a threshold here)
+            native = None if chosen is None else store_filter(self.vectorstore, chosen)
+            extra = {} if native is None else {"filter": native}
+            return self._to_documents(self.index.search(query_vector, **arguments, **extra))
+        index: ExemplarIndex | None = self.index
+        if chosen is not None:
+            index = self._filtered_index(chosen)
+            if index is None:
+                return []
+            for name in ("positives", "negatives"):
+                if arguments[name] is not None:  # ids filtered out stand as their vectors
+                    arguments[name] = [
+                        self.index.vector(item)
+                        if isinstance(item, str) and item not in index
+                        else item
+                        for item in arguments[name]
+                    ]
+        assert index is not None
         if threshold is None:
-            return self._to_documents(self.index.search(query_vector, **arguments))
+            return self._to_documents(index.search(query_vector, **arguments))
         # The lowest score needs every document ranked: the whole corpus, then the best k.
-        index = self.index
-        assert isinstance(index, ExemplarIndex)  # _threshold refuses a StoreIndex
         k = arguments["k"]
         ranked = index.search(query_vector, **{**arguments, "k": max(k, len(index))})
         if not ranked:
@@ -729,6 +768,21 @@ class ExemplarSVMRetriever(BaseRetriever):
             doc.metadata["relevancy"] = relevancy
         return docs
 
+    def _filtered_index(self, filter: Any) -> ExemplarIndex | None:
+        """The in-memory index restricted to the documents ``filter`` matches (None: none)."""
+        index = self.index
+        assert isinstance(index, ExemplarIndex)
+        matches = metadata_predicate(filter)
+        ids = index.ids
+        rows = [row for row, item in enumerate(ids) if matches(self.documents[item].metadata)]
+        if not rows:
+            return None
+        if len(rows) == len(ids):
+            return index
+        subset = ExemplarIndex(index.vectors[rows], [ids[row] for row in rows])
+        subset.settings = index.settings  # the calibrated settings rank the subset too
+        return subset
+
     def _split_examples(
         self, positives: Examples, negatives: Examples
     ) -> tuple[tuple[list[Any], list[str]], tuple[list[Any], list[str]]]:
@@ -744,7 +798,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         if not names:
             return set()
         if isinstance(self.index, StoreIndex):
-            return set(_documents_by_id(self.vectorstore, list(dict.fromkeys(names))))
+            return set(documents_by_id(self.vectorstore, list(dict.fromkeys(names))))
         return {name for name in names if name in self.index}
 
     def _options(
@@ -786,7 +840,7 @@ class ExemplarSVMRetriever(BaseRetriever):
 
     def _to_documents(self, hits: list[Hit]) -> list[Document]:
         if isinstance(self.index, StoreIndex):
-            stored = _documents_by_id(self.vectorstore, [hit.id for hit in hits])
+            stored = documents_by_id(self.vectorstore, [hit.id for hit in hits])
             missing = next((hit.id for hit in hits if hit.id not in stored), None)
             if missing is not None:
                 raise LookupError(
@@ -888,7 +942,8 @@ def _check_kwargs(cls: type[ExemplarSVMRetriever], kwargs: dict[str, Any]) -> No
     check_search_options({name: kwargs.get(name) for name in ("C", "negative_weight")})
     _check_threshold(kwargs.get("relevancy_threshold"))
     if isinstance(kwargs.get("search_kwargs"), Mapping):
-        check_search_options(kwargs["search_kwargs"], own=("mode", "C", "negative_weight"))
+        options = {key: value for key, value in kwargs["search_kwargs"].items() if key != "filter"}
+        check_search_options(options, own=("mode", "C", "negative_weight"))
 
 
 def _to_documents(
@@ -946,172 +1001,3 @@ def _is_vector(value: object) -> bool:
     return len(value) > 0 and all(
         isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in value
     )
-
-
-# -- LangChain vector stores -----------------------------------------------------------------
-
-#: The LangChain vector stores :func:`store_from_vectorstore` translates, as (package, class);
-#: subclasses match too. Matched by name, so none of these packages is imported to check.
-SUPPORTED_VECTORSTORES: tuple[tuple[str, str], ...] = (
-    ("langchain_chroma", "Chroma"),
-    ("langchain_milvus", "Milvus"),
-    ("langchain_community", "FAISS"),
-    ("langchain_core", "InMemoryVectorStore"),
-)
-
-
-def store_from_vectorstore(vectorstore: Any) -> VectorStore:
-    """The core's :class:`~exemplar_svm.stores.VectorStore` over a LangChain vector store.
-
-    Nothing is copied: the returned store reads the same collection.
-
-    - ``langchain_chroma.Chroma``: :class:`~exemplar_svm.stores.chroma.ChromaStore` on its
-      collection (extra ``chroma``);
-    - ``langchain_milvus.Milvus``: :class:`~exemplar_svm.stores.milvus.MilvusStore` on its
-      ``MilvusClient`` and collection, with its primary and vector fields (extra ``milvus``);
-    - ``langchain_community.vectorstores.FAISS``: :class:`~exemplar_svm.stores.faiss.FaissStore`
-      on its index, ids from its ``index_to_docstore_id`` (extra ``faiss``);
-    - ``langchain_core.vectorstores.InMemoryVectorStore``: a live view of its ``store`` dict
-      (cosine similarity; documents added later are seen).
-
-    Any other vector store raises ``ValueError``: implement
-    :class:`exemplar_svm.stores.VectorStore` for it and pass it as
-    ``ExemplarSVMRetriever.from_vectorstore(vectorstore, store=...)``.
-    """
-    kind = class_in(vectorstore, SUPPORTED_VECTORSTORES)
-    if kind == "Chroma":
-        from exemplar_svm.stores.chroma import ChromaStore
-
-        return ChromaStore(vectorstore._collection)
-    if kind == "Milvus":
-        from exemplar_svm.stores.milvus import MilvusStore
-
-        vector_field = vectorstore._vector_field
-        if not isinstance(vector_field, str):
-            if len(vector_field) != 1:
-                raise ValueError(
-                    f"this Milvus store has {len(vector_field)} vector fields "
-                    f"({', '.join(vector_field)}); the exemplar SVM needs exactly one"
-                )
-            vector_field = vector_field[0]
-        return MilvusStore(
-            vectorstore.client,
-            vectorstore.collection_name,
-            vector_field=vector_field,
-            id_field=vectorstore._primary_field,
-        )
-    if kind == "FAISS":
-        from exemplar_svm.stores.faiss import FaissStore
-
-        return FaissStore(vectorstore.index, vectorstore.index_to_docstore_id)
-    if kind == "InMemoryVectorStore":
-        return _InMemoryStore(vectorstore)
-    supported = ", ".join(f"{package}.{name}" for package, name in SUPPORTED_VECTORSTORES)
-    raise ValueError(
-        f"cannot search a {type(vectorstore).__module__}.{type(vectorstore).__name__} yet: "
-        f"the supported LangChain vector stores are {supported}. For another one, implement "
-        "the protocol exemplar_svm.stores.VectorStore over its collection (str ids equal to "
-        "the LangChain document ids) and pass it: "
-        "ExemplarSVMRetriever.from_vectorstore(vectorstore, store=your_store)"
-    )
-
-
-def _documents_by_id(vectorstore: Any, ids: list[str]) -> dict[str, Document]:
-    """The stored documents of ``ids`` (those found), by id."""
-    if not ids:
-        return {}
-    kind = class_in(vectorstore, SUPPORTED_VECTORSTORES)
-    if kind == "Milvus":
-        docs = _milvus_documents(vectorstore, ids)
-    elif kind == "Chroma":
-        docs = _chroma_documents(vectorstore, ids)
-    else:
-        docs = vectorstore.get_by_ids(ids)
-    return {str(doc.id): doc for doc in docs if doc.id is not None}
-
-
-def _chroma_documents(vectorstore: Any, ids: list[str]) -> list[Document]:
-    """``get_by_ids`` for ``langchain_chroma.Chroma``, whose own fails on a document stored
-    without metadata (langchain-chroma 1.1 passes ``metadata=None`` to ``Document``)."""
-    result = vectorstore._collection.get(
-        ids=list(dict.fromkeys(ids)), include=["documents", "metadatas"]
-    )
-    metadatas = result.get("metadatas") or [None] * len(result["ids"])
-    return [
-        Document(page_content=text or "", metadata=dict(metadata or {}), id=key)
-        for key, text, metadata in zip(result["ids"], result["documents"], metadatas, strict=True)
-    ]
-
-
-def _milvus_documents(vectorstore: Any, ids: list[str]) -> list[Document]:
-    """``get_by_ids`` for ``langchain_milvus.Milvus``, which has none: the rows its searches
-    return, parsed by the store itself, with the primary key as the id."""
-    client = vectorstore.client
-    name = vectorstore.collection_name
-    primary = vectorstore._primary_field
-    schema = client.describe_collection(name)
-    keys: list[Any] = list(ids)
-    for field in schema.get("fields", []):
-        kind = field.get("type")
-        if field.get("name") == primary and str(getattr(kind, "name", kind)).startswith("INT"):
-            keys = [int(item) for item in ids if item.lstrip("-").isdigit()]
-    if vectorstore.fields and not vectorstore.enable_dynamic_field:
-        fields = vectorstore._remove_forbidden_fields(list(vectorstore.fields))
-    else:
-        fields = ["*"]
-    rows = client.get(name, ids=keys, output_fields=fields)
-    docs = []
-    for row in rows:
-        key = str(row[primary])
-        doc = vectorstore._parse_document(dict(row))
-        docs.append(doc.model_copy(update={"id": key}))
-    return docs
-
-
-class _InMemoryStore:
-    """The core's :class:`~exemplar_svm.stores.VectorStore` over an ``InMemoryVectorStore``.
-
-    A live view of its ``store`` dict (id -> {"vector", "text", ...}); it ranks by cosine
-    similarity, like the LangChain store. Every call reads the current entries (a snapshot of
-    the dict, so a concurrent add is either seen whole or not at all).
-    """
-
-    metric: Metric = "cosine"
-
-    def __init__(self, vectorstore: Any) -> None:
-        self._entries: dict[str, dict[str, Any]] = vectorstore.store
-
-    def _snapshot(self) -> ExemplarIndex | None:
-        """The current entries as an index (which ranks by cosine too), or None if empty."""
-        items = list(self._entries.items())
-        if not items:
-            return None
-        return ExemplarIndex([entry["vector"] for _, entry in items], ids=[key for key, _ in items])
-
-    def count(self) -> int:
-        return len(self._entries)
-
-    def nearest(self, vector: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
-        index = self._snapshot()
-        return (
-            ([], np.empty((0, 0), dtype=np.float32)) if index is None else index.nearest(vector, k)
-        )
-
-    def search_by_vector(self, vector: NDArray[np.float32], k: int) -> list[str]:
-        return self.nearest(vector, k)[0]
-
-    def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
-        index = self._snapshot()
-        return (
-            ([], np.empty((0, 0), dtype=np.float32)) if index is None else index.sample(size, seed)
-        )
-
-    def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
-        missing = next((item for item in ids if item not in self._entries), None)
-        if missing is not None:
-            raise ValueError(
-                f"unknown id {missing!r}: the InMemoryVectorStore has no such document"
-            )
-        if not ids:
-            return np.empty((0, 0), dtype=np.float32)
-        return np.asarray([self._entries[item]["vector"] for item in ids], dtype=np.float32)

@@ -1,26 +1,22 @@
-"""LlamaIndex adapter: :class:`ExemplarSVMRetriever`, a ``BaseRetriever`` over an ExemplarIndex.
+"""The LlamaIndex retriever: :class:`ExemplarSVMRetriever`, a ``BaseRetriever`` over an
+ExemplarIndex or, through a :class:`~exemplar_svm.StoreIndex`, an external vector store.
 
-The retriever only translates between LlamaIndex and :class:`~exemplar_svm.ExemplarIndex`:
-nodes become rows (ids are node ids), a ``QueryBundle`` becomes query vectors, hits become
-``NodeWithScore``. All ranking is the core's. A ``VectorStoreIndex`` over an external vector
-store (Chroma, Milvus, FAISS) is searched in place through a :class:`~exemplar_svm.StoreIndex`
-(see :func:`store_from_vector_store_index`).
-
-Needs the ``llama-index`` extra: ``pip install 'exemplar-svm[llama-index]'``.
+It only translates between LlamaIndex and the core: nodes become rows (ids are node ids), a
+``QueryBundle`` becomes query vectors, hits become ``NodeWithScore``. The vector stores'
+specifics are in :mod:`exemplar_svm.llama_index._stores`.
 """
 
 # ruff: noqa: E402 - the dependency check must run before llama_index is imported
 
 from __future__ import annotations
 
-from exemplar_svm._optional import class_in, require
+from exemplar_svm._optional import require
 
 require("llama_index.core", extra="llama-index")
 
 import asyncio
 import os
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -46,7 +42,7 @@ from llama_index.core.settings import Settings
 from llama_index.core.storage.docstore.types import BaseDocumentStore
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 from llama_index.core.vector_stores.simple import SimpleVectorStore
-from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQuery
+from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 from numpy.typing import ArrayLike, NDArray
 
@@ -74,20 +70,26 @@ from exemplar_svm.index import (
     Mode,
     check_search_options,
 )
+from exemplar_svm.llama_index._stores import (
+    QueryStore,
+    StoreFilter,
+    is_external,
+    store_filter,
+    store_from_vector_store_index,
+    stored_nodes,
+)
 from exemplar_svm.store_index import SkipWhen, StoreIndex
-from exemplar_svm.stores import Metric, VectorStore, nearest_many
+from exemplar_svm.stores import VectorStore
 
 __all__ = [
     "PERSIST_FILENAME",
     "SIMILARITY_KEY",
-    "SUPPORTED_VECTOR_STORES",
     "ExemplarQueryBundle",
     "ExemplarSVMRetriever",
-    "store_from_vector_store_index",
 ]
 
 # Re-exported by llama_index.core.instrumentation without an explicit export marker.
-dispatcher = instrument.get_dispatcher(__name__)  # type: ignore[attr-defined]
+dispatcher = instrument.get_dispatcher("exemplar_svm.llama_index")  # type: ignore[attr-defined]
 
 #: Metadata key of the cosine similarity on every returned node (hidden from the LLM and the
 #: embedding text).
@@ -110,19 +112,6 @@ Examples = Union[Example, Sequence[Example], None]  # noqa: UP007
 EmbedModel = Union[BaseEmbedding, Embedder, str, None]  # noqa: UP007
 
 _Item = Union[str, NDArray[np.float32]]  # noqa: UP007
-
-#: The external LlamaIndex vector stores searched in place, as (package, class name); matched
-#: by name (subclasses too), so none of these packages is imported to check.
-SUPPORTED_VECTOR_STORES: tuple[tuple[str, str], ...] = (
-    ("llama_index", "ChromaVectorStore"),
-    ("llama_index", "MilvusVectorStore"),
-    ("llama_index", "FaissVectorStore"),
-)
-
-_NO_FILTERS = (
-    "filters are not supported over an external vector store: the SVM would be trained on "
-    "documents the filter excludes. Filter the results, or use an in-memory retriever"
-)
 
 
 @dataclass
@@ -154,14 +143,17 @@ class ExemplarSVMRetriever(BaseRetriever):
     :class:`~exemplar_svm.ExemplarIndex` whose ids are the node ids. Grow it with
     :meth:`insert_nodes` (thread-safe; only nodes without an embedding are embedded).
 
-    Over a ``VectorStoreIndex`` whose vector store is external (Chroma, Milvus, FAISS, or any
-    store given as ``store=``), :meth:`from_defaults` searches the store in place: a
+    Over a ``VectorStoreIndex`` whose vector store is external (Chroma, Milvus, FAISS, Qdrant, or
+    any store given as ``store=``), :meth:`from_defaults` searches the store in place: a
     :class:`~exemplar_svm.StoreIndex` trains the SVM on a cached background sample plus the
     documents near the query, the collection is ranked by a ``VectorStoreQuery`` whose
     ``query_embedding`` is the SVM's weight vector, and the result nodes are read from the
     vector store (when it stores text) or the index's docstore. Nothing is copied or embedded
-    again. Such a retriever takes no ``filters`` and cannot be persisted (the data lives in the
-    store: build it again with :meth:`from_defaults`).
+    again. ``filters`` (``MetadataFilters``) are translated for the store as its LlamaIndex
+    integration translates them (see :func:`store_filter`) and applied to every store query of
+    a search, so no result comes from outside them; the background sample stays the whole
+    collection's. Such a retriever cannot be persisted (the data lives in the store: build it
+    again with :meth:`from_defaults`).
 
     Every result is a copy of the stored node (the stored node is never changed) with
     ``score`` = the mode's ranking score (higher is better: the SVM's decision value for
@@ -240,8 +232,6 @@ class ExemplarSVMRetriever(BaseRetriever):
                 )
             if nodes:
                 raise ValueError("pass no nodes with a StoreIndex: they stay in the store")
-            if filters is not None:
-                raise ValueError(_NO_FILTERS)
             self._nodes: dict[str, BaseNode] = {}
             self._source = vector_store_index
         elif isinstance(index, ExemplarIndex):
@@ -345,9 +335,9 @@ class ExemplarSVMRetriever(BaseRetriever):
         }
         exemplar_index: ExemplarIndex | StoreIndex
         source = None
-        if index is not None and (store is not None or _is_external(index)):
+        if index is not None and (store is not None or is_external(index)):
             core = store_from_vector_store_index(index) if store is None else store
-            exemplar_index = StoreIndex(_QueryStore(core, index), **store_settings)
+            exemplar_index = StoreIndex(QueryStore(core, index), **store_settings)
             node_list: list[BaseNode] = []
             source = index
             if embed_model is None:
@@ -632,8 +622,10 @@ class ExemplarSVMRetriever(BaseRetriever):
     def _rank_store(
         self, index: StoreIndex, queries: NDArray[np.float32], request: _Request
     ) -> list[NodeWithScore]:
+        native = None
         if request.filters is not None and request.filters.filters:
-            raise ValueError(_NO_FILTERS)
+            assert self._source is not None
+            native = StoreFilter(request.filters, store_filter(self._source, request.filters))
         hits = index.search(
             queries,
             self.similarity_top_k,
@@ -642,10 +634,11 @@ class ExemplarSVMRetriever(BaseRetriever):
             negatives=request.negatives or None,
             C=self.C,
             negative_weight=self.negative_weight,
+            filter=native,
             **self.search_kwargs,
         )
         assert self._source is not None
-        nodes = _stored_nodes(self._source, [hit.id for hit in hits])
+        nodes = stored_nodes(self._source, [hit.id for hit in hits])
         missing = next((hit.id for hit in hits if hit.id not in nodes), None)
         if missing is not None:
             raise LookupError(
@@ -1118,141 +1111,3 @@ def _items_from_json(items: Any) -> list[_Item]:
 
 def _with_key(keys: list[str]) -> list[str]:
     return list(keys) if SIMILARITY_KEY in keys else [*keys, SIMILARITY_KEY]
-
-
-# -- external vector stores ----------------------------------------------------------------
-
-
-def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
-    """The core's :class:`~exemplar_svm.stores.VectorStore` over the vector store of ``index``.
-
-    Nothing is copied; the ids are node ids.
-
-    - ``ChromaVectorStore``: :class:`~exemplar_svm.stores.chroma.ChromaStore` on its
-      collection (extra ``chroma``);
-    - ``MilvusVectorStore``: :class:`~exemplar_svm.stores.milvus.MilvusStore` on its
-      ``MilvusClient`` and collection, with its id and dense embedding fields (extra
-      ``milvus``);
-    - ``FaissVectorStore``: :class:`~exemplar_svm.stores.faiss.FaissStore` on its FAISS index,
-      positions mapped to node ids through ``index.index_struct.nodes_dict`` (extra ``faiss``).
-
-    Any other vector store raises ``ValueError``: implement
-    :class:`exemplar_svm.stores.VectorStore` over it and pass it to
-    ``ExemplarSVMRetriever.from_defaults(index=..., store=...)``; or pass the nodes, which are
-    embedded again (``from_defaults(nodes=...)``).
-    """
-    if not isinstance(index, VectorStoreIndex):
-        raise TypeError(f"index must be a VectorStoreIndex, got {type(index).__name__}")
-    vector_store: Any = index.vector_store  # attributes of the engine's own class
-    kind = class_in(vector_store, SUPPORTED_VECTOR_STORES)
-    if kind == "ChromaVectorStore":
-        from exemplar_svm.stores.chroma import ChromaStore
-
-        return ChromaStore(vector_store._collection)
-    if kind == "MilvusVectorStore":
-        from exemplar_svm.stores.milvus import MilvusStore
-
-        if not vector_store.enable_dense:
-            raise ValueError("this MilvusVectorStore has no dense embedding field to search")
-        module = sys.modules[type(vector_store).__module__]
-        return MilvusStore(
-            vector_store.client,
-            vector_store.collection_name,
-            vector_field=vector_store.embedding_field,
-            id_field=getattr(module, "MILVUS_ID_FIELD", "id"),
-        )
-    if kind == "FaissVectorStore":
-        from exemplar_svm.stores.faiss import FaissStore
-
-        return FaissStore(vector_store._faiss_index, _FaissPositions(index))
-    supported = ", ".join(name for _, name in SUPPORTED_VECTOR_STORES)
-    raise ValueError(
-        f"this VectorStoreIndex keeps its embeddings in a {type(vector_store).__name__}, which "
-        "ExemplarSVMRetriever cannot search in place yet: it supports the in-memory "
-        f"SimpleVectorStore and {supported}. For another store, implement "
-        "exemplar_svm.stores.VectorStore over it (node ids as ids) and pass "
-        "from_defaults(index=..., store=your_store); or pass the nodes instead (they are "
-        "re-embedded): ExemplarSVMRetriever.from_defaults(nodes=..., embed_model=...)"
-    )
-
-
-def _is_external(index: VectorStoreIndex) -> bool:
-    """True for a VectorStoreIndex whose embeddings are not in a SimpleVectorStore."""
-    return isinstance(index, VectorStoreIndex) and not isinstance(
-        index.vector_store, SimpleVectorStore
-    )
-
-
-class _FaissPositions(Mapping[int, str]):
-    """A live view of a FAISS-backed index's ``nodes_dict`` (str position -> node id) as the
-    position -> id mapping :class:`~exemplar_svm.stores.faiss.FaissStore` takes."""
-
-    def __init__(self, index: VectorStoreIndex) -> None:
-        self._index = index
-
-    def __getitem__(self, position: int) -> str:
-        return str(self._index.index_struct.nodes_dict[str(position)])
-
-    def __iter__(self) -> Iterator[int]:
-        return (int(key) for key in list(self._index.index_struct.nodes_dict))
-
-    def __len__(self) -> int:
-        return len(self._index.index_struct.nodes_dict)
-
-
-class _QueryStore:
-    """A store whose ranking query is the LlamaIndex vector store's own ``VectorStoreQuery``
-    (``query_embedding`` = the SVM's weight vector); vectors come from the core's store."""
-
-    def __init__(self, core: VectorStore, index: VectorStoreIndex) -> None:
-        self.core = core
-        self._index = index
-
-    @property
-    def metric(self) -> Metric:
-        return self.core.metric
-
-    def count(self) -> int:
-        return self.core.count()
-
-    def nearest(self, vector: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
-        return self.core.nearest(vector, k)
-
-    def nearest_many(
-        self, vectors: NDArray[np.float32], k: Sequence[int]
-    ) -> list[tuple[list[str], NDArray[np.float32]]]:
-        # The core's batched search when it has one (FAISS scans once for all the vectors).
-        return nearest_many(self.core, vectors, k)
-
-    def search_by_vector(self, vector: NDArray[np.float32], k: int) -> list[str]:
-        query = VectorStoreQuery(
-            query_embedding=[float(x) for x in np.ravel(vector)], similarity_top_k=k
-        )
-        result = self._index.vector_store.query(query)
-        if result.nodes is not None:
-            return [node.node_id for node in result.nodes]
-        # A store without text returns its own ids; the index maps them to node ids.
-        nodes_dict = self._index.index_struct.nodes_dict
-        return [str(nodes_dict.get(item, item)) for item in result.ids or []]
-
-    def sample(self, size: int, seed: int) -> tuple[list[str], NDArray[np.float32]]:
-        return self.core.sample(size, seed)
-
-    def fetch(self, ids: Sequence[str]) -> NDArray[np.float32]:
-        return self.core.fetch(ids)
-
-    def __repr__(self) -> str:
-        return repr(self.core)
-
-
-def _stored_nodes(index: VectorStoreIndex, ids: list[str]) -> dict[str, BaseNode]:
-    """The nodes of ``ids`` (those found) by id: from the vector store when it keeps text, as
-    LlamaIndex's own retriever reads them, else from the index's docstore."""
-    if not ids:
-        return {}
-    vector_store = index.vector_store
-    if vector_store.stores_text:
-        nodes = vector_store.get_nodes(node_ids=ids)
-    else:
-        nodes = index.docstore.get_nodes(ids, raise_error=False)
-    return {node.node_id: node for node in nodes if node is not None}
