@@ -58,7 +58,8 @@ def main() -> None:
         by_id = {query.id: query for query in dataset.queries}
         ids = report.query_ids
         values = {m: report.methods[m].scores["nDCG@10"] for m in METHODS}
-        signal = {s: np.array([signals(vectors, by_id[q].vector)[s] for q in ids]) for s in SIGNALS}
+        found = [signals(vectors, by_id[q].vector) for q in ids]
+        signal = {s: np.array([each[s] for each in found]) for s in SIGNALS}
         split = np.array([query_split(q) for q in ids])
         gain = values["default"] - values["knn"]
         print(f"{name}: correlation of each signal with the default's per-query gain over kNN")
