@@ -74,7 +74,7 @@ def local_embedder():
 # -- vector database engines, shared by the tests that need them ---------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -82,54 +82,72 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def chroma_client(tmp_path_factory: pytest.TempPathFactory):
-    """A ``chroma run`` server (from this venv) on a free loopback port for the session, and an
-    HTTP client to it."""
+def start_chroma(folder: Path, port: int):
+    """A ``chroma run`` server (from this venv) on ``port`` of loopback, storing in ``folder``,
+    once it answers its heartbeat; its output goes to ``folder / "server.log"``."""
     import subprocess
     import sys
     import time
     import urllib.request
 
-    chromadb = pytest.importorskip("chromadb")
     executable = Path(sys.executable).parent / "chroma"
     if not executable.is_file():
         pytest.skip(f"no chroma executable next to {sys.executable}")
-    folder = tmp_path_factory.mktemp("chroma")
-    port = _free_port()
-    log = open(folder / "server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    command = [str(executable), "run", "--path", str(folder / "data"), "--host", "127.0.0.1"]
-    server = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail(
-                        "chroma run did not start:\n"
-                        + (folder / "server.log").read_text(errors="replace")[-2000:]
-                    )
-                time.sleep(0.2)
-        yield chromadb.HttpClient(host="127.0.0.1", port=port)
-    finally:
-        server.terminate()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "server.log", "ab") as log:  # the server keeps its own descriptor
+        command = [str(executable), "run", "--path", str(folder / "data"), "--host", "127.0.0.1"]
+        server = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
+                return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                stop_chroma(server)
+                pytest.fail(
+                    "chroma run did not start:\n"
+                    + (folder / "server.log").read_text(errors="replace")[-2000:]
+                )
+            time.sleep(0.2)
+
+
+def stop_chroma(server) -> None:
+    import signal
+    import subprocess
+
+    server.send_signal(signal.SIGCONT)  # a stopped server cannot handle SIGTERM
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 @pytest.fixture(scope="session")
-def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A Milvus Lite database file (the same client API as a Milvus cluster)."""
+def chroma_client(tmp_path_factory: pytest.TempPathFactory):
+    """A ``chroma run`` server on a free loopback port for the session, and an HTTP client to
+    it."""
+    chromadb = pytest.importorskip("chromadb")
+    port = free_port()
+    server = start_chroma(tmp_path_factory.mktemp("chroma"), port)
+    try:
+        yield chromadb.HttpClient(host="127.0.0.1", port=port)
+    finally:
+        stop_chroma(server)
+
+
+@pytest.fixture
+def milvus_uri(tmp_path: Path) -> str:
+    """A Milvus Lite database file (the same client API as a Milvus cluster), one per test:
+    a Milvus Lite daemon left idle for about a minute stops answering while pymilvus still holds
+    its connection (milvus-lite issue #334), so a database shared by tests minutes apart fails
+    the later ones with "Fail connecting to server"."""
     pytest.importorskip("milvus_lite")
-    return str(tmp_path_factory.mktemp("milvus") / "stores.db")
+    return str(tmp_path / "stores.db")
 
 
 @pytest.fixture(scope="session")

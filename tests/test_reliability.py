@@ -908,3 +908,114 @@ def test_llama_index_refuses_bad_options_when_built(li_retriever: Any) -> None:
     ):
         with pytest.raises(ValueError, match=match):
             ExemplarSVMRetriever(li_retriever.index, nodes, HashEmbedder(), **options)
+
+
+# -- ties ------------------------------------------------------------------------------------
+
+
+def test_byte_identical_documents_tie_in_row_order_on_any_thread_count() -> None:
+    """Copies of a document (a repeated chunk) get exactly one score and rank in row order,
+    on one and two BLAS threads, through search and search_batch: a BLAS product alone scores
+    equal rows differently in the last bits, by where a thread's block starts."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(3)
+    vectors = (
+        rng.normal(size=(6000, 48)) + 2.0 * rng.normal(size=(30, 48))[rng.integers(30, size=6000)]
+    )
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    originals = rng.choice(3000, 60, replace=False)
+    copies = 3000 + rng.choice(3000, 60, replace=False)
+    vectors[copies] = vectors[originals]
+    index = ExemplarIndex(vectors)
+    queries = vectors[originals[:4]] + 0.3 * rng.normal(size=(4, 48)).astype(np.float32)
+    settings: list[dict[str, Any]] = [
+        {},
+        {"mode": "svm"},
+        {"mode": "hybrid", "positives": [str(originals[5])]},
+        {"mode": "knn"},
+    ]
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            for options in settings:
+                answers = [index.search(query, 6000, **options) for query in queries]
+                answers += index.search_batch(list(queries), 6000, **options)
+                for hits in answers:
+                    score = {hit.id: hit.score for hit in hits}
+                    rank = {hit.id: place for place, hit in enumerate(hits)}
+                    for first, second in zip(originals, copies, strict=True):
+                        a, b = str(first), str(second)
+                        if a in score and b in score:
+                            assert score[a] == score[b], (options, a, b)
+                            assert rank[a] < rank[b], (options, a, b)  # the lower row first
+    index.add(vectors[originals[:2]], ids=["late-0", "late-1"])  # copies added later tie too
+    hits = index.search(vectors[originals[0]], 5, mode="svm")
+    score = {hit.id: hit.score for hit in hits}
+    assert score[str(originals[0])] == score[str(copies[0])] == score["late-0"]
+    assert [hit.id for hit in hits][:3] == sorted(
+        [str(originals[0]), str(copies[0]), "late-0"], key=lambda item: index.ids.index(item)
+    )
+
+
+@pytest.mark.parametrize("scale", [1e31, 1e200])
+def test_fit_refuses_values_its_float32_arithmetic_cannot_hold(scale: float) -> None:
+    from exemplar_svm import fit
+
+    rows = np.random.default_rng(0).normal(size=(50, 8))
+    assert np.isfinite(fit(rows[0] * 1e29, rows[1:] * 1e29).coef).all()  # still solved
+    with pytest.raises(ValueError, match=r"negatives has values up to .*rescale the vectors"):
+        fit(rows[0], rows[1:] * scale)
+    with pytest.raises(ValueError, match=r"positives has values up to .*rescale the vectors"):
+        fit(rows[0] * scale, rows[1:])
+
+
+# -- a store server that hangs, dies and comes back -----------------------------------------
+
+
+@pytest.mark.slow
+def test_chroma_server_stopped_killed_and_restarted_under_a_running_index(
+    tmp_path: Path,
+) -> None:
+    """A stopped server (SIGSTOP: it accepts connections and never answers) raises StoreError
+    after the timeout instead of blocking the search forever; a killed one raises StoreError
+    at once; once it runs again, on the same data, the same search gives the same ranking."""
+    import signal
+    import time
+
+    chromadb = pytest.importorskip("chromadb")
+    from exemplar_svm import StoreIndex
+    from exemplar_svm.stores import StoreError
+    from exemplar_svm.stores.chroma import ChromaStore
+    from tests.conftest import free_port, start_chroma, stop_chroma
+
+    port = free_port()
+    server = start_chroma(tmp_path, port)
+    try:
+        client = chromadb.HttpClient(host="127.0.0.1", port=port)
+        collection = client.create_collection("docs", configuration={"hnsw": {"space": "cosine"}})
+        vectors = hash_vectors([f"document {number}" for number in range(300)])
+        collection.add(ids=[f"d{number}" for number in range(300)], embeddings=vectors)
+        index = StoreIndex(ChromaStore(collection), background=100, timeout=2.0)
+        query = vectors[7] + 0.5 * vectors[8]
+        expected = [hit.id for hit in index.search(query, 5)]
+        assert expected[0] in ("d7", "d8")
+
+        server.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"did not answer .* within 2 s") as stopped:
+            index.search(query, 5)
+        assert time.monotonic() - started < 10
+        assert "ChromaStore" in str(stopped.value)
+        server.send_signal(signal.SIGCONT)
+        assert [hit.id for hit in index.search(query, 5)] == expected
+
+        server.kill()
+        server.wait()
+        with pytest.raises(StoreError, match="failed to answer") as killed:
+            index.search(query, 5)
+        assert killed.value.__cause__ is not None  # the client's own error
+
+        server = start_chroma(tmp_path, port)  # the same data folder
+        assert [hit.id for hit in index.search(query, 5)] == expected
+    finally:
+        stop_chroma(server)

@@ -212,6 +212,21 @@ def test_unnormalised_vectors_in_an_ip_or_l2_store_are_refused(metric: Metric) -
         index.search(corpus[0], 5)
 
 
+@pytest.mark.parametrize("mode", ["svm", "prf", "knn"])
+def test_one_unnormalised_vector_outside_the_sample_is_refused_when_read(mode: str) -> None:
+    """The check is on every vector a search reads, not only the background sample: one
+    vector of norm 2 among 5000, not sampled, is refused once a search reaches it."""
+    corpus = clustered(5000, 16, 0.3)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    store = ArrayStore(corpus, "ip")
+    index = StoreIndex(store, background=50)
+    sampled = {int(item.split("-")[1]) for item in index.background_ids}
+    row = next(row for row in range(5000) if row not in sampled)
+    store.vectors[row] *= 2.0
+    with pytest.raises(ValueError, match=r"not unit-normalised"):
+        index.search(corpus[row], 5, mode=mode)
+
+
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 def test_every_metric_ranks_like_the_svm_on_normalised_or_cosine_vectors(metric: Metric) -> None:
     corpus = clustered(1500, 16, 0.4, seed=2)

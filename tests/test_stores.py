@@ -37,7 +37,7 @@ ROW = {item: row for row, item in enumerate(IDS)}
 # -- engines -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def milvus_client(milvus_uri: str) -> Iterator[Any]:
     pymilvus = pytest.importorskip("pymilvus")
     client = pymilvus.MilvusClient(milvus_uri)
@@ -221,6 +221,9 @@ def store_cache() -> dict[str, VectorStore]:
 )
 def store(request: pytest.FixtureRequest, store_cache: dict[str, VectorStore]) -> VectorStore:
     name = request.param
+    if name.startswith("milvus"):
+        # Built per test: an idle Milvus Lite daemon stops answering (see milvus_uri).
+        return build(name, request)
     if name not in store_cache:
         store_cache[name] = build(name, request)
     return store_cache[name]

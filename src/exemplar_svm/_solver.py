@@ -102,6 +102,9 @@ _FIT_STEPS = 4
 # Principal axes of the corpus that start every subspace (with their outputs precomputed): more
 # than 8 saved no gradient step on clustered data.
 _AXES = 8
+# Directions of several positives that join the axes (each keeps n outputs, 8 bytes a row, and
+# its copies in the subspace): the leading axes of their span beyond this many.
+_POSITIVE_AXES = 4
 # From this many vectors on, one matrix product over the corpus beats a matrix-vector product
 # each (OpenBLAS's sgemm is slow for 2 or 3 columns).
 _SHARED_PASS = 4
@@ -317,7 +320,7 @@ def _solving(
     axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
     if stats is not None:
         axes, projection = stats.axes(corpus)
-    if p > 1:  # each positive is a stiff direction too (its cost is large): it joins the axes
+    if p > 1:  # the positives are stiff directions too (their cost is large): they join the axes
         axes = np.column_stack([axes, first[1 + has_center :].T])
         projection = np.column_stack([projection, products[:, 1 + has_center :]])
     # The rows the fit leaves out are represented by a fixed sample of them, weighted up to
@@ -515,8 +518,18 @@ def first_directions(
     if center is not None and center.any():
         rows.append(center[np.newaxis])
     if len(positives) > 1:
-        rows.append(positives.astype(F32).astype(F64))
+        rows.append(_positive_directions(positives, positive_weights))
     return np.vstack(rows)
+
+
+def _positive_directions(positives: NDArray[F64], weights: NDArray[F64]) -> NDArray[F64]:
+    """The positives themselves, or for more than :data:`_POSITIVE_AXES` of them the leading
+    axes of their span (weighted): directions whose outputs on every row the solver keeps, so
+    their number, not the positives', sets its memory."""
+    if len(positives) <= _POSITIVE_AXES:
+        return positives.astype(F32).astype(F64)
+    _, _, axes = np.linalg.svd(np.sqrt(weights)[:, np.newaxis] * positives, full_matrices=False)
+    return axes[:_POSITIVE_AXES].astype(F32).astype(F64)
 
 
 def _restricted_rows(

@@ -460,7 +460,8 @@ class ExemplarIndex:
         corpus = self._corpus
         direction = as_matrix(vector, "vector", dim=self.dim, dtype=np.float32)[0]
         everything = np.ones(len(corpus.ids), dtype=bool)
-        rows = top_k((corpus.vectors @ direction).astype(np.float64), everything, check_k(k))
+        scores = corpus.tie((corpus.vectors @ direction).astype(np.float64))
+        rows = top_k(scores, everything, check_k(k))
         return [corpus.ids[row] for row in rows], corpus.vectors[rows]
 
     def search_by_vector(self, vector: ArrayLike, k: int) -> list[str]:
@@ -725,6 +726,10 @@ class _Corpus:
     ids: tuple[str, ...]
     rows: dict[str, int]
     stats: CorpusStats
+    # Each row's first row with the same bytes, or None when no two rows are equal: a BLAS
+    # product may score equal rows differently in the last bits (by where a thread's block
+    # starts), so their ties are broken by row order only once they share one score.
+    canonical: NDArray[np.intp] | None
 
     @classmethod
     def build(
@@ -736,7 +741,12 @@ class _Corpus:
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         matrix.flags.writeable = False
         stats = CorpusStats.of(matrix) if stats is None else stats
-        return cls(matrix, tuple(ids), {item: row for row, item in enumerate(ids)}, stats)
+        rows = {item: row for row, item in enumerate(ids)}
+        return cls(matrix, tuple(ids), rows, stats, first_equal_rows(matrix))
+
+    def tie(self, scores: NDArray[Any]) -> NDArray[Any]:
+        """``scores`` (one per row, or one column per query) with equal rows scored alike."""
+        return scores if self.canonical is None else scores[self.canonical]
 
     def row(self, item: str, name: str = "ids") -> int:
         try:
@@ -902,7 +912,7 @@ def _knn_batch(corpus: _Corpus, items: list[ArrayLike], k: int) -> list[list[Hit
     for first in range(0, len(items), width):
         chunk = np.vstack(items[first : first + width])
         matrix = unit_rows(as_matrix(chunk, "queries", dim=dim), "queries")
-        scores = corpus.vectors @ matrix.T.astype(np.float32)
+        scores = corpus.tie(corpus.vectors @ matrix.T.astype(np.float32))
         for column in range(len(matrix)):
             rows = top_k(scores[:, column].astype(np.float64), everything, k)
             answers.append(
@@ -1008,8 +1018,11 @@ def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
             _spread(plan.positive_scores, plan.candidates) or 1.0
         )
         scores = np.asarray(scores, dtype=np.float64) - plan.demote * scale * plan.excess
-    rows = top_k(np.asarray(scores, dtype=np.float64), plan.candidates, k)
-    similarity = plan.corpus.vectors[rows] @ plan.query_direction  # only the hits: no extra pass
+    corpus = plan.corpus
+    rows = top_k(corpus.tie(np.asarray(scores, dtype=np.float64)), plan.candidates, k)
+    scores = corpus.tie(np.asarray(scores))  # as ranked: equal rows score alike
+    sources = rows if corpus.canonical is None else corpus.canonical[rows]
+    similarity = corpus.vectors[sources] @ plan.query_direction  # only the hits: no extra pass
     return [
         Hit(id=plan.corpus.ids[row], score=float(scores[row]), similarity=float(cosine))
         for row, cosine in zip(rows, similarity, strict=True)
@@ -1084,6 +1097,40 @@ def _zscore(scores: NDArray[Any], mask: NDArray[np.bool_]) -> NDArray[np.float64
     selected = values[mask]
     std = float(selected.std())
     return (values - float(selected.mean())) / (std if std > 0 else 1.0)
+
+
+def first_equal_rows(matrix: NDArray[np.float32]) -> NDArray[np.intp] | None:
+    """Each row's first row with exactly the same bytes; None when all rows differ.
+
+    Rows are grouped by a hash of the bits of their first 16 columns, and each group is
+    compared byte for byte.
+    """
+    n = len(matrix)
+    if n < 2 or not matrix.size:
+        return None
+    bits = np.ascontiguousarray(matrix).view(np.uint32).reshape(n, -1)
+    # The first 64 bytes (one cache line) of each row, as 64-bit words; fewer for d < 16.
+    width = min(bits.shape[1] // 2 * 2, 16)
+    head = np.ascontiguousarray(bits[:, :width]).view(np.uint64) if width else bits[:, :1]
+    multipliers = np.random.default_rng(0).integers(1, 2**63, head.shape[1], dtype=np.uint64) | 1
+    keys = head.astype(np.uint64, copy=False) @ multipliers  # wraps modulo 2**64
+    ordered = np.sort(keys)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return None
+    order = np.argsort(keys, kind="stable")  # within a group of equal keys: by row
+    ordered = keys[order]
+    canonical = np.arange(n)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    for begin, end in zip(starts, np.r_[starts[1:], n], strict=True):
+        if end - begin < 2:
+            continue
+        group = order[begin:end]
+        # np.unique on the rows' bytes, first occurrences by row (the group is in row order).
+        _, first, inverse = np.unique(bits[group], axis=0, return_index=True, return_inverse=True)
+        canonical[group] = group[first[inverse.reshape(-1)]]
+    if (canonical == np.arange(n)).all():
+        return None  # equal keys, different bytes
+    return canonical
 
 
 def top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDArray[np.intp]:

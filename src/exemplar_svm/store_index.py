@@ -35,15 +35,15 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from exemplar_svm._blas import ONE_BLAS_THREAD
-from exemplar_svm._checks import as_matrix, check_count, check_k, unit_rows
+from exemplar_svm._checks import as_matrix, check_count, check_k, check_positive, unit_rows
 from exemplar_svm._solver import SCORE_TOLERANCE, corpus_products, solve
 from exemplar_svm.index import (
     _MIN_FEEDBACK,
@@ -62,7 +62,7 @@ from exemplar_svm.index import (
     split_examples,
     top_k,
 )
-from exemplar_svm.stores import METRICS, FilterableStore, VectorStore, nearest_many
+from exemplar_svm.stores import METRICS, FilterableStore, VectorStore, ask, nearest_many
 
 F32 = np.float32
 F64 = np.float64
@@ -77,6 +77,9 @@ DEFAULT_BACKGROUND = 4000
 DEFAULT_CANDIDATES = 256
 DEFAULT_MAX_CANDIDATES = 16384
 DEFAULT_SKIP_WHEN: SkipWhen = "estimated"
+#: Seconds a store request may take (an embedding server's default timeout too).
+DEFAULT_STORE_TIMEOUT = 60.0
+_T = TypeVar("_T")
 # Stored vectors count as unit-normalised within this tolerance (float32 embeddings).
 _UNIT_TOLERANCE = 1e-3
 # Rows this close to unit length are used as stored (renormalising would only add rounding).
@@ -190,6 +193,10 @@ class StoreIndex:
         documents, it skips the query for most searches and misses no document). The model
         itself is an estimate unless the background covers the store, which makes both
         settings exact.
+    timeout : float or None, default=60.0
+        Seconds each request to the store may take; a store that has not answered by then
+        (a server that hangs) raises :class:`exemplar_svm.stores.StoreError`, as does any
+        failure of the store. ``None`` waits as long as the store does.
 
     Notes
     -----
@@ -216,6 +223,7 @@ class StoreIndex:
         max_candidates: int = DEFAULT_MAX_CANDIDATES,
         seed: int = 0,
         skip_when: SkipWhen = DEFAULT_SKIP_WHEN,
+        timeout: float | None = DEFAULT_STORE_TIMEOUT,
     ) -> None:
         if not isinstance(store, VectorStore):
             raise TypeError(
@@ -238,12 +246,15 @@ class StoreIndex:
         self.max_candidates = check_count(max_candidates, "max_candidates")
         self.seed = check_count(seed, "seed")
         self.skip_when: SkipWhen = skip_when
+        self.timeout = None if timeout is None else check_positive(timeout, "timeout")
         self._sample: tuple[list[str], NDArray[F32]] | None = None
         self._lock = threading.Lock()
 
     def refresh_background(self) -> None:
         """Draw the background sample again (after the store has changed a lot)."""
-        ids, vectors = self.store.sample(self.background, self.seed)
+        ids, vectors = self._ask(
+            "a background sample", self.store.sample, self.background, self.seed
+        )
         sample = (list(ids), self._unit(vectors, "the background sample"))
         with self._lock:
             self._sample = sample
@@ -351,7 +362,7 @@ class StoreIndex:
                 "StoreIndex does not read; use 'svm', 'hybrid' or 'knn' (or an ExemplarIndex)"
             )
         sample_ids, sample = self._background()
-        total = self.store.count()
+        total = self._ask("its count", self.store.count)
         if total == 0 or not len(sample):
             return []
         dim = sample.shape[1]
@@ -471,7 +482,8 @@ class StoreIndex:
         size = min(total, _wanted(k, named, demotion))
         cap = max(self.max_candidates, size)
         while True:
-            ids = list(dict.fromkeys(searcher.search_by_vector(unit, size)))
+            ranked = self._ask("a search", searcher.search_by_vector, unit, size)
+            ids = list(dict.fromkeys(ranked))
             unseen = [item for item in ids if item not in found.position]
             eligible = found.eligible
             if filtering:  # the background documents it returned match the filter
@@ -555,15 +567,20 @@ class StoreIndex:
         dim: int,
         searcher: VectorStore,
     ) -> list[tuple[list[str], NDArray[F32]]]:
-        answers = nearest_many(searcher, np.array(aims, dtype=F32), sizes)
+        answers = self._ask(
+            "a nearest-neighbour search", nearest_many, searcher, np.array(aims, dtype=F32), sizes
+        )
         return [
             (list(ids), self._unit(np.asarray(vectors).reshape(len(ids), dim), "nearest"))
             for ids, vectors in answers
         ]
 
     def _fetch(self, ids: Sequence[str], what: str) -> NDArray[F32]:
-        vectors = np.asarray(self.store.fetch(ids))
+        vectors = np.asarray(self._ask(f"the vectors of {what}", self.store.fetch, ids))
         return self._unit(vectors.reshape(len(ids), vectors.shape[-1] if vectors.size else 0), what)
+
+    def _ask(self, what: str, call: Callable[..., _T], *args: Any) -> _T:
+        return ask(self.store, what, self.timeout, call, *args)
 
     def __repr__(self) -> str:
         return (
@@ -891,4 +908,4 @@ class _Problem:
         return direction, offset, scores
 
 
-__all__ = ["DEFAULT_SKIP_WHEN", "SkipWhen", "StoreIndex"]
+__all__ = ["DEFAULT_SKIP_WHEN", "DEFAULT_STORE_TIMEOUT", "SkipWhen", "StoreIndex"]

@@ -146,12 +146,24 @@ def fit(
     return LinearModel(coef=coef, intercept=intercept)
 
 
+# Larger inputs overflow the float32 products the solver reads the negatives through.
+_LARGEST = 1e30
+
+
 def _prepare(
     positives: ArrayLike, negatives: ArrayLike, C: float, negative_weights: ArrayLike | None
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.float64]]:
     check_positive(C, "C")
     pos = as_matrix(positives, "positives")
     neg = as_matrix(negatives, "negatives", dim=pos.shape[1])
+    for name, rows in (("positives", pos), ("negatives", neg)):
+        largest = float(np.abs(rows).max())
+        if largest > _LARGEST:
+            raise ValueError(
+                f"{name} has values up to {largest:.3g}, beyond the {_LARGEST:.0e} that the "
+                "solver's float32 arithmetic holds; rescale the vectors (normalise them, as "
+                "embeddings usually are)"
+            )
     if negative_weights is None:
         weights = np.ones(len(neg))
     else:

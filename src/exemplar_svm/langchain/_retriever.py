@@ -60,10 +60,11 @@ from exemplar_svm.store_index import (
     DEFAULT_CANDIDATES,
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_SKIP_WHEN,
+    DEFAULT_STORE_TIMEOUT,
     SkipWhen,
     StoreIndex,
 )
-from exemplar_svm.stores import VectorStore
+from exemplar_svm.stores import VectorStore, ask
 
 __all__ = ["ExemplarSVMRetriever"]
 
@@ -474,6 +475,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         max_candidates: int = DEFAULT_MAX_CANDIDATES,
         seed: int = 0,
         skip_when: SkipWhen = DEFAULT_SKIP_WHEN,
+        timeout: float | None = DEFAULT_STORE_TIMEOUT,
         **kwargs: Any,
     ) -> ExemplarSVMRetriever:
         """Search a LangChain ``VectorStore`` in place: nothing is copied out or re-embedded.
@@ -490,7 +492,8 @@ class ExemplarSVMRetriever(BaseRetriever):
         vectorstore : VectorStore
             The LangChain vector store. Translated automatically (see
             :func:`store_from_vectorstore`): ``langchain_chroma.Chroma``,
-            ``langchain_milvus.Milvus``, ``langchain_community`` ``FAISS`` and
+            ``langchain_milvus.Milvus``, ``langchain_community`` ``FAISS``,
+            ``langchain_qdrant.QdrantVectorStore``, ``langchain_postgres.PGVector`` and
             ``langchain_core`` ``InMemoryVectorStore``. For any other store, pass ``store``.
         embedding : Embeddings, Embedder or str, optional
             Embeds queries and example texts; must be the model that embedded the store.
@@ -500,8 +503,11 @@ class ExemplarSVMRetriever(BaseRetriever):
             that is not translated automatically: implement the protocol
             :class:`exemplar_svm.stores.VectorStore` (str ids equal to the LangChain document
             ids) and pass it here.
-        background, candidates, max_candidates, seed, skip_when
-            Of the :class:`~exemplar_svm.StoreIndex`.
+        background, candidates, max_candidates, seed, skip_when, timeout
+            Of the :class:`~exemplar_svm.StoreIndex`; ``timeout`` (seconds per request,
+            ``None``: no limit) also bounds the ``get_by_ids`` calls that read the documents.
+            A store that fails or does not answer in time raises
+            :class:`exemplar_svm.stores.StoreError`.
         **kwargs
             Fields of the retriever: ``k``, ``mode``, ``C``, ``negative_weight``,
             ``search_kwargs``.
@@ -530,6 +536,7 @@ class ExemplarSVMRetriever(BaseRetriever):
             max_candidates=max_candidates,
             seed=seed,
             skip_when=skip_when,
+            timeout=timeout,
         )
         return cls(embedding=_resolved(embedding), index=index, vectorstore=vectorstore, **kwargs)
 
@@ -798,7 +805,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         if not names:
             return set()
         if isinstance(self.index, StoreIndex):
-            return set(documents_by_id(self.vectorstore, list(dict.fromkeys(names))))
+            return set(self._stored(list(dict.fromkeys(names)), "the named examples"))
         return {name for name in names if name in self.index}
 
     def _options(
@@ -838,9 +845,16 @@ class ExemplarSVMRetriever(BaseRetriever):
             items.append(text_vectors)
         return items or None
 
+    def _stored(self, ids: list[str], what: str) -> dict[str, Document]:
+        """The vector store's documents of ``ids`` (a StoreIndex's timeout applies)."""
+        assert isinstance(self.index, StoreIndex)
+        return ask(
+            self.vectorstore, what, self.index.timeout, documents_by_id, self.vectorstore, ids
+        )
+
     def _to_documents(self, hits: list[Hit]) -> list[Document]:
         if isinstance(self.index, StoreIndex):
-            stored = documents_by_id(self.vectorstore, [hit.id for hit in hits])
+            stored = self._stored([hit.id for hit in hits], "the documents of the hits")
             missing = next((hit.id for hit in hits if hit.id not in stored), None)
             if missing is not None:
                 raise LookupError(

@@ -78,8 +78,8 @@ from exemplar_svm.llama_index._stores import (
     store_from_vector_store_index,
     stored_nodes,
 )
-from exemplar_svm.store_index import SkipWhen, StoreIndex
-from exemplar_svm.stores import VectorStore
+from exemplar_svm.store_index import DEFAULT_STORE_TIMEOUT, SkipWhen, StoreIndex
+from exemplar_svm.stores import VectorStore, ask
 
 __all__ = [
     "PERSIST_FILENAME",
@@ -296,6 +296,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         max_candidates: int | None = None,
         seed: int | None = None,
         skip_when: SkipWhen | None = None,
+        timeout: float | None = DEFAULT_STORE_TIMEOUT,
     ) -> ExemplarSVMRetriever:
         """Build a retriever from exactly one of ``index``, ``nodes`` or ``docstore``.
 
@@ -303,10 +304,13 @@ class ExemplarSVMRetriever(BaseRetriever):
           defaults to the index's own model. Over the default in-memory ``SimpleVectorStore``
           its stored embeddings are copied into an :class:`~exemplar_svm.ExemplarIndex`. Over
           an external vector store (``ChromaVectorStore``, ``MilvusVectorStore``,
-          ``FaissVectorStore``; see :func:`store_from_vector_store_index`) the store is
-          searched in place through a :class:`~exemplar_svm.StoreIndex`, with ``background``,
-          ``candidates``, ``max_candidates``, ``seed`` and ``skip_when`` as its settings
-          (StoreIndex's defaults when ``None``). For another vector store, implement
+          ``FaissVectorStore``, ``QdrantVectorStore``, ``PGVectorStore``; see
+          :func:`store_from_vector_store_index`) the store is searched in place through a
+          :class:`~exemplar_svm.StoreIndex`, with ``background``, ``candidates``,
+          ``max_candidates``, ``seed`` and ``skip_when`` as its settings (StoreIndex's
+          defaults when ``None``) and ``timeout`` (seconds per store request, reading the
+          nodes included; ``None``: no limit; a store that fails or does not answer in time
+          raises :class:`exemplar_svm.stores.StoreError`). For another vector store, implement
           :class:`exemplar_svm.stores.VectorStore` over it (node ids as ids) and pass it as
           ``store``.
         - ``nodes``: nodes that carry an ``embedding`` keep it; the others are embedded with
@@ -337,7 +341,7 @@ class ExemplarSVMRetriever(BaseRetriever):
         source = None
         if index is not None and (store is not None or is_external(index)):
             core = store_from_vector_store_index(index) if store is None else store
-            exemplar_index = StoreIndex(QueryStore(core, index), **store_settings)
+            exemplar_index = StoreIndex(QueryStore(core, index), timeout=timeout, **store_settings)
             node_list: list[BaseNode] = []
             source = index
             if embed_model is None:
@@ -638,7 +642,15 @@ class ExemplarSVMRetriever(BaseRetriever):
             **self.search_kwargs,
         )
         assert self._source is not None
-        nodes = stored_nodes(self._source, [hit.id for hit in hits])
+        timeout = self._index.timeout if isinstance(self._index, StoreIndex) else None
+        nodes = ask(
+            self._source.vector_store,
+            "the nodes of the hits",
+            timeout,
+            stored_nodes,
+            self._source,
+            [hit.id for hit in hits],
+        )
         missing = next((hit.id for hit in hits if hit.id not in nodes), None)
         if missing is not None:
             raise LookupError(

@@ -14,9 +14,10 @@ for FAISS). :meth:`exemplar_svm.StoreIndex.search` takes it as ``filter=``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -135,11 +136,71 @@ def nearest_many(
         return list(workers.map(store.nearest, matrix, k))
 
 
+class StoreError(RuntimeError):
+    """A vector store failed, or did not answer within the timeout.
+
+    The message names the store and what it was asked; the store's own exception, if any, is
+    the ``__cause__``. ``ValueError`` and ``TypeError`` from a store (an unknown id, a filter
+    it cannot apply) are raised as they are: they are about the input, not the store.
+    """
+
+
+_T = TypeVar("_T")
+
+
+def ask(store: object, what: str, timeout: float | None, call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)``, a request to ``store`` for ``what``: its failures as
+    :class:`StoreError`, and, with a ``timeout`` in seconds, a ``StoreError`` when it has not
+    answered by then.
+
+    The request runs in a daemon thread, which a hung store keeps: no client library can be
+    interrupted from outside, so the caller is released and the thread ends when the store
+    answers or the process exits.
+    """
+    if timeout is None:
+        try:
+            return call(*args)
+        except (ValueError, TypeError):
+            raise
+        except Exception as exc:
+            raise StoreError(f"{_named(store)} failed to answer {what}: {exc!r}") from exc
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except BaseException as exc:  # handed to the caller, who decides
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"exemplar-svm {what}", daemon=True).start()
+    if not done.wait(timeout):
+        raise StoreError(
+            f"{_named(store)} did not answer {what} within {timeout:g} s: check that the "
+            "server is up and reachable, or pass a larger timeout="
+        )
+    answered, value = outcome[0]
+    if answered:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, (ValueError, TypeError)) or not isinstance(value, Exception):
+        raise value
+    raise StoreError(f"{_named(store)} failed to answer {what}: {value!r}") from value
+
+
+def _named(store: object) -> str:
+    text = repr(store)
+    return f"the store {text if len(text) <= 120 else text[:117] + '...'}"
+
+
 __all__ = [
     "METRICS",
     "BatchVectorStore",
     "FilterableStore",
     "Metric",
+    "StoreError",
     "VectorStore",
+    "ask",
     "nearest_many",
 ]

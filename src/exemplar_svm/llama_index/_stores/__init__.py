@@ -1,6 +1,10 @@
 """LlamaIndex vector stores as the core's :class:`exemplar_svm.stores.VectorStore`, their
 nodes by id, and ``MetadataFilters`` in each engine's syntax: what :class:`ExemplarSVMRetriever`
 needs from the external vector store of a ``VectorStoreIndex`` it searches in place.
+
+This module dispatches: each supported vector store is bridged by one engine module of this
+package (``chroma``, ``milvus``, ``faiss``, ``qdrant``, ``pgvector``), imported the first time
+a store of its class is used.
 """
 
 # ruff: noqa: E402 - the dependency check must run before llama_index is imported
@@ -11,10 +15,10 @@ from exemplar_svm._optional import class_in, require
 
 require("llama_index.core", extra="llama-index")
 
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from llama_index.core.indices.vector_store.base import VectorStoreIndex
@@ -23,7 +27,6 @@ from llama_index.core.schema import (
 )
 from llama_index.core.vector_stores.simple import SimpleVectorStore
 from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQuery
-from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 from numpy.typing import NDArray
 
 from exemplar_svm.stores import FilterableStore, Metric, VectorStore, nearest_many
@@ -47,6 +50,47 @@ SUPPORTED_VECTOR_STORES: tuple[tuple[str, str], ...] = (
     ("llama_index", "QdrantVectorStore"),
     ("llama_index", "PGVectorStore"),
 )
+
+# The engine module of this package that bridges each class of SUPPORTED_VECTOR_STORES.
+_ENGINES: dict[str, str] = {
+    "ChromaVectorStore": "chroma",
+    "MilvusVectorStore": "milvus",
+    "FaissVectorStore": "faiss",
+    "QdrantVectorStore": "qdrant",
+    "PGVectorStore": "pgvector",
+}
+
+
+class _Engine(Protocol):
+    """What every engine module provides for its LlamaIndex vector store."""
+
+    #: Whether the integration's own ``VectorStoreQuery`` applies ``MetadataFilters``.
+    FILTERS_IN_QUERY: bool
+
+    def store(self, index: VectorStoreIndex) -> VectorStore:
+        """The core's store over ``index``'s vector store (see
+        :func:`store_from_vector_store_index`)."""
+        ...
+
+    def store_filter(self, index: VectorStoreIndex, filters: MetadataFilters) -> Any:
+        """``filters`` in the core store's syntax (see :func:`store_filter`)."""
+        ...
+
+
+if TYPE_CHECKING:  # mypy checks that every engine module has the interface
+    from exemplar_svm.llama_index._stores import chroma, faiss, milvus, pgvector, qdrant
+
+    _CHECKED: tuple[_Engine, ...] = (chroma, milvus, faiss, qdrant, pgvector)
+
+
+def _engine(vector_store: Any) -> _Engine | None:
+    """The engine module for ``vector_store``'s class, or None for any other store (the
+    in-memory ``SimpleVectorStore``, or one a custom ``store=`` reads)."""
+    kind = class_in(vector_store, SUPPORTED_VECTOR_STORES)
+    if kind is None:
+        return None
+    # Imported on first use: a module may import its engine's core store at its top.
+    return cast(_Engine, importlib.import_module(f"{__name__}.{_ENGINES[kind]}"))
 
 
 def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
@@ -73,47 +117,10 @@ def store_from_vector_store_index(index: VectorStoreIndex) -> VectorStore:
     """
     if not isinstance(index, VectorStoreIndex):
         raise TypeError(f"index must be a VectorStoreIndex, got {type(index).__name__}")
-    vector_store: Any = index.vector_store  # attributes of the engine's own class
-    kind = class_in(vector_store, SUPPORTED_VECTOR_STORES)
-    if kind == "ChromaVectorStore":
-        from exemplar_svm.stores.chroma import ChromaStore
-
-        return ChromaStore(vector_store._collection)
-    if kind == "MilvusVectorStore":
-        from exemplar_svm.stores.milvus import MilvusStore
-
-        if not vector_store.enable_dense:
-            raise ValueError("this MilvusVectorStore has no dense embedding field to search")
-        module = sys.modules[type(vector_store).__module__]
-        return MilvusStore(
-            vector_store.client,
-            vector_store.collection_name,
-            vector_field=vector_store.embedding_field,
-            id_field=getattr(module, "MILVUS_ID_FIELD", "id"),
-        )
-    if kind == "FaissVectorStore":
-        from exemplar_svm.stores.faiss import FaissStore
-
-        return FaissStore(vector_store._faiss_index, _FaissPositions(index))
-    if kind == "QdrantVectorStore":
-        from exemplar_svm.stores.qdrant import QdrantStore
-
-        if vector_store.client is None:
-            raise ValueError(
-                "this QdrantVectorStore has only an async client; pass client= (a "
-                "QdrantClient) too, which the exemplar SVM searches with"
-            )
-        return QdrantStore(
-            vector_store.client,
-            vector_store.collection_name,
-            vector_name=_qdrant_vector_name(vector_store),
-        )
-    if kind == "PGVectorStore":
-        from exemplar_svm.stores.pgvector import PgVectorStore
-
-        vector_store._initialize()  # creates the engine and the table on first use
-        table = vector_store._table_class
-        return PgVectorStore(vector_store._engine, table.node_id, table.embedding, metric="cosine")
+    vector_store: Any = index.vector_store
+    engine = _engine(vector_store)
+    if engine is not None:
+        return engine.store(index)
     supported = ", ".join(name for _, name in SUPPORTED_VECTOR_STORES)
     raise ValueError(
         f"this VectorStoreIndex keeps its embeddings in a {type(vector_store).__name__}, which "
@@ -140,40 +147,8 @@ def store_filter(index: VectorStoreIndex, filters: MetadataFilters) -> Any:
 
     Raises ``ValueError`` for filters the integration cannot translate.
     """
-    vector_store: Any = index.vector_store
-    kind = class_in(vector_store, SUPPORTED_VECTOR_STORES)
-    module = sys.modules[type(vector_store).__module__]
-    if kind == "ChromaVectorStore":
-        return module._to_chroma_filter(filters)
-    if kind == "MilvusVectorStore":
-        expression = module._to_milvus_filter(filters)
-        if not expression:
-            raise ValueError(f"the MilvusVectorStore cannot translate the filters {filters!r}")
-        return expression
-    if kind == "QdrantVectorStore":
-        return vector_store._build_subfilter(filters)
-    if kind == "PGVectorStore":
-        return vector_store._recursively_apply_filters(filters)
-    if kind == "FaissVectorStore":
-        ids = list(index.index_struct.nodes_dict.values())
-        nodes = {node.node_id: node for node in index.docstore.get_nodes(ids, raise_error=False)}
-        missing = next((item for item in ids if item not in nodes), None)
-        if missing is not None:
-            raise ValueError(
-                f"cannot filter a FaissVectorStore by metadata: the docstore has no node "
-                f"{missing!r} (FAISS keeps no metadata; keep the nodes in the docstore)"
-            )
-        matches = build_metadata_filter_fn(lambda item: nodes[item].metadata, filters)
-        return {item for item in ids if matches(item)}
-    return filters
-
-
-def _qdrant_vector_name(vector_store: Any) -> str | None:
-    """The dense vector a LlamaIndex ``QdrantVectorStore`` writes: its ``dense_vector_name``
-    in a collection of named vectors, the unnamed vector of a legacy collection."""
-    info = vector_store.client.get_collection(vector_store.collection_name)
-    named = isinstance(info.config.params.vectors, dict)
-    return str(vector_store.dense_vector_name) if named else None
+    engine = _engine(index.vector_store)
+    return filters if engine is None else engine.store_filter(index, filters)
 
 
 @dataclass(frozen=True)
@@ -189,23 +164,6 @@ def is_external(index: VectorStoreIndex) -> bool:
     return isinstance(index, VectorStoreIndex) and not isinstance(
         index.vector_store, SimpleVectorStore
     )
-
-
-class _FaissPositions(Mapping[int, str]):
-    """A live view of a FAISS-backed index's ``nodes_dict`` (str position -> node id) as the
-    position -> id mapping :class:`~exemplar_svm.stores.faiss.FaissStore` takes."""
-
-    def __init__(self, index: VectorStoreIndex) -> None:
-        self._index = index
-
-    def __getitem__(self, position: int) -> str:
-        return str(self._index.index_struct.nodes_dict[str(position)])
-
-    def __iter__(self) -> Iterator[int]:
-        return (int(key) for key in list(self._index.index_struct.nodes_dict))
-
-    def __len__(self) -> int:
-        return len(self._index.index_struct.nodes_dict)
 
 
 class QueryStore:
@@ -227,8 +185,9 @@ class QueryStore:
                 "are never ignored: implement it, or query without filters"
             )
         view = QueryStore(self.core.filtered(filter.native), self._index)
-        # FAISS's integration refuses filters: its ranking query goes to the core's view.
-        if class_in(self._index.vector_store, SUPPORTED_VECTOR_STORES) != "FaissVectorStore":
+        # An integration that refuses filters (FAISS's): its ranking query goes to the core's view.
+        engine = _engine(self._index.vector_store)
+        if engine is None or engine.FILTERS_IN_QUERY:
             view._filters = filter.filters
         else:
             view._direct = True
