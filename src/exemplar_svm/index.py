@@ -1019,8 +1019,8 @@ def _finish(plan: _Plan, scores: NDArray[Any], k: int) -> list[Hit]:
         )
         scores = np.asarray(scores, dtype=np.float64) - plan.demote * scale * plan.excess
     corpus = plan.corpus
-    rows = top_k(corpus.tie(np.asarray(scores, dtype=np.float64)), plan.candidates, k)
-    scores = corpus.tie(np.asarray(scores))  # as ranked: equal rows score alike
+    scores = corpus.tie(np.asarray(scores, dtype=np.float64))  # equal rows score alike
+    rows = top_k(scores, plan.candidates, k)
     sources = rows if corpus.canonical is None else corpus.canonical[rows]
     similarity = corpus.vectors[sources] @ plan.query_direction  # only the hits: no extra pass
     return [
@@ -1102,8 +1102,7 @@ def _zscore(scores: NDArray[Any], mask: NDArray[np.bool_]) -> NDArray[np.float64
 def first_equal_rows(matrix: NDArray[np.float32]) -> NDArray[np.intp] | None:
     """Each row's first row with exactly the same bytes; None when all rows differ.
 
-    Rows are grouped by a hash of the bits of their first 16 columns, and each group is
-    compared byte for byte.
+    Only rows whose first 64 bytes hash alike with another row's are compared byte for byte.
     """
     n = len(matrix)
     if n < 2 or not matrix.size:
@@ -1114,20 +1113,14 @@ def first_equal_rows(matrix: NDArray[np.float32]) -> NDArray[np.intp] | None:
     head = np.ascontiguousarray(bits[:, :width]).view(np.uint64) if width else bits[:, :1]
     multipliers = np.random.default_rng(0).integers(1, 2**63, head.shape[1], dtype=np.uint64) | 1
     keys = head.astype(np.uint64, copy=False) @ multipliers  # wraps modulo 2**64
-    ordered = np.sort(keys)
-    if not (ordered[1:] == ordered[:-1]).any():
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts[inverse] > 1)  # in row order
+    if not len(shared):
         return None
-    order = np.argsort(keys, kind="stable")  # within a group of equal keys: by row
-    ordered = keys[order]
+    # The rows' bytes compared: np.unique's first occurrences are the lowest rows.
+    _, first, same = np.unique(bits[shared], axis=0, return_index=True, return_inverse=True)
     canonical = np.arange(n)
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    for begin, end in zip(starts, np.r_[starts[1:], n], strict=True):
-        if end - begin < 2:
-            continue
-        group = order[begin:end]
-        # np.unique on the rows' bytes, first occurrences by row (the group is in row order).
-        _, first, inverse = np.unique(bits[group], axis=0, return_index=True, return_inverse=True)
-        canonical[group] = group[first[inverse.reshape(-1)]]
+    canonical[shared] = shared[first[same.reshape(-1)]]
     if (canonical == np.arange(n)).all():
         return None  # equal keys, different bytes
     return canonical
