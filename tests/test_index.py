@@ -482,9 +482,9 @@ def test_search_batch_spreads_its_groups_over_the_blas_threads(monkeypatch) -> N
     groups: list[tuple[int, int]] = []  # (queries, BLAS threads) of each group's solves
     rankings = index_module._rankings
 
-    def spy(plans):
+    def spy(plans, *rest):
         groups.append((len(plans), blas_threads()))
-        return rankings(plans)
+        return rankings(plans, *rest)
 
     monkeypatch.setattr(index_module, "_rankings", spy)
     with threadpool_limits(limits=2, user_api="blas"):

@@ -830,27 +830,29 @@ def test_a_batch_keeps_its_queries_in_flight_within_the_budget(monkeypatch: Any)
     from threadpoolctl import threadpool_limits
 
     import exemplar_svm.index as index_module
+    from exemplar_svm._blas import blas_threads
 
     texts = [f"document {number}" for number in range(300)]
     index = ExemplarIndex(HashEmbedder(512).embed_documents(texts))
-    groups: list[int] = []
+    groups: list[tuple[int, int]] = []  # (queries, BLAS threads) of each group
     rankings = index_module._rankings
 
-    def spy(plans: Any) -> Any:
-        groups.append(len(plans))
-        return rankings(plans)
+    def spy(plans: Any, *rest: Any) -> Any:
+        groups.append((len(plans), blas_threads()))
+        return rankings(plans, *rest)
 
     monkeypatch.setattr(index_module, "_rankings", spy)
     queries = [index.vector(str(number)) for number in range(10)]
     with threadpool_limits(limits=1, user_api="blas"):
         free = index.search_batch(queries, k=5, mode="svm")
-        assert groups == [8, 2]  # a small corpus: groups of 8
-        groups.clear()
-        # Without the floor for small corpora: a quarter of 300 x 512 floats holds 4 queries'
-        # arrays (128 bytes per row each).
-        monkeypatch.setattr(index_module, "_BATCH_MEMORY_FLOOR", 0)
+        assert groups == [(8, 1), (2, 1)]  # a small corpus: groups of 8
+    groups.clear()
+    # Without the floor for small corpora: a quarter of 300 x 512 floats holds one query's
+    # arrays (320 bytes per row), so two BLAS threads answer one query at a time, both on it.
+    monkeypatch.setattr(index_module, "_BATCH_MEMORY_FLOOR", 0)
+    with threadpool_limits(limits=2, user_api="blas"):
         bounded = index.search_batch(queries, k=5, mode="svm")
-        assert groups == [4, 4, 2]
+    assert groups == [(1, 2)] * 10
     assert [[hit.id for hit in hits] for hits in bounded] == [
         [hit.id for hit in hits] for hits in free
     ]

@@ -174,7 +174,7 @@ def test_a_full_memory_budget_shrinks_the_working_set_and_stays_exact(
     # make way for violators, round after round, and the result must still be the optimum.
     from exemplar_svm import _solver
 
-    monkeypatch.setattr(_solver, "_gather_limit", lambda n, d: 700)
+    monkeypatch.setattr(_solver, "_gather_limit", lambda n, d, share: 700)
     corpus = corpus_embeddings("cranfield")
     query = query_embeddings("cranfield")[0]
     weights = np.ones(len(corpus))
@@ -322,7 +322,7 @@ def test_the_whole_path_gradient_with_or_without_reading_only_active_rows(
     # every row or gathers only those inside the margin; both reach the optimum.
     from exemplar_svm import _solver
 
-    monkeypatch.setattr(_solver, "_gather_limit", lambda n, d: 10)
+    monkeypatch.setattr(_solver, "_gather_limit", lambda n, d, share: 10)
     monkeypatch.setattr(_solver, "_sparse_share", lambda: share)
     corpus = corpus_embeddings("cranfield")
     query = query_embeddings("cranfield")[3][np.newaxis].astype(np.float64)

@@ -75,7 +75,7 @@ _VIOLATION_SLACK = 1e-4
 # Peak extra memory of a solve stays within a quarter of the corpus matrix: the float64 arrays
 # over every corpus row (about this many at once) and the gathered working set take this share,
 # temporaries the rest.
-_MEMORY_SHARE = 0.22
+MEMORY_SHARE = 0.22
 _ROW_ARRAYS = 12
 # Up to this many corpus entries a pass costs next to nothing, so it runs in float64 (on a copy):
 # a degenerate problem (all rows alike, w = 0 optimal) is then solved to float64 accuracy, and a
@@ -195,6 +195,7 @@ def solve(
     positive_weights: NDArray[F64] | None = None,
     center: NDArray[F64] | None = None,
     tolerance: float = SCORE_TOLERANCE,
+    memory_share: float = MEMORY_SHARE,
 ) -> Solution:
     """Exact solution for positives against weighted corpus rows and extra negatives.
 
@@ -219,6 +220,10 @@ def solve(
     tolerance : float, default=1e-6
         Every score ends within about this much of the optimum's. A caller whose problem only
         approximates another (a sample of a collection) may ask for less.
+    memory_share : float, default=0.22
+        The share of the corpus matrix the working set and the arrays over every row may take
+        (solves side by side share a quarter of it); the whole problem in place needs none, so
+        over a small share the solve takes more passes, never more memory.
 
     Returns
     -------
@@ -243,10 +248,16 @@ def solve_many(problems: Sequence[Mapping[str, Any]]) -> list[Solution]:
         numbers = list(wanted)
         products = corpus_products(corpus, np.vstack([wanted[number] for number in numbers]))
         ends = np.cumsum([len(wanted[number]) for number in numbers])
-        for number, end in zip(numbers, ends, strict=True):
-            part = np.ascontiguousarray(products[:, end - len(wanted[number]) : end])
+        # Each solver takes its products out of a box: it then holds the only reference, and
+        # can free them before its last round.
+        boxes = [
+            [np.ascontiguousarray(products[:, end - len(wanted[number]) : end])]
+            for number, end in zip(numbers, ends, strict=True)
+        ]
+        del products
+        for number, box in zip(numbers, boxes, strict=True):
             try:
-                wanted[number] = solvers[number].send(part)
+                wanted[number] = solvers[number].send(box)
             except StopIteration as done:
                 solutions[number] = done.value
                 del wanted[number]
@@ -265,9 +276,10 @@ def _solving(
     positive_weights: NDArray[F64] | None = None,
     center: NDArray[F64] | None = None,
     tolerance: float = SCORE_TOLERANCE,
-) -> Generator[NDArray[F64], NDArray[F64], Solution]:
+    memory_share: float = MEMORY_SHARE,
+) -> Generator[NDArray[F64], list[NDArray[F64]], Solution]:
     """:func:`solve`, yielding the vectors (m, d) whose products with the corpus (n, m) it
-    needs sent back (its first pass and every verification)."""
+    needs sent back, in a one-element list (its first pass and every verification)."""
     info = SolveInfo()
     n, d = corpus.shape
     p = len(positives)
@@ -301,7 +313,7 @@ def _solving(
     )
     seed = first[0]
     has_center = bool(center.any())
-    products = yield first
+    products = (yield first).pop()
     info.passes += 1
     seed_scores = products[:, 0]
     offsets = products[:, 1] if has_center else np.zeros(n)
@@ -317,12 +329,16 @@ def _solving(
     # The best solution over the seed, the bias and the corpus's principal axes: their outputs
     # on every row are known, so this small problem needs no pass, and its scores rank the
     # support vectors far better than the seed's alone.
-    axes, projection = (np.zeros((d, 0)), np.zeros((n, 0)))
+    # Each axis's outputs stay in the array that holds them (the index's, the first pass's): a
+    # copy of them all would cost a twentieth of the corpus matrix.
+    axes, projections = np.zeros((d, 0)), []
     if stats is not None:
         axes, projection = stats.axes(corpus)
+        projections.append(projection)
     if p > 1:  # the positives are stiff directions too (their cost is large): they join the axes
         axes = np.column_stack([axes, first[1 + has_center :].T])
-        projection = np.column_stack([projection, products[:, 1 + has_center :]])
+        projections.append(products[:, 1 + has_center :])
+    axis_outputs = [block[:, j] for block in projections for j in range(block.shape[1])]
     # The rows the fit leaves out are represented by a fixed sample of them, weighted up to
     # stand for all of them: so the fit's scores are sensible on every row.
     costs = unit_cost * corpus_weights[fit_rows]
@@ -343,7 +359,7 @@ def _solving(
         extra,
         center,
         seed_scores,
-        projection,
+        axis_outputs,
         offsets,
         fit_rows,
         np.concatenate([positive_cost, costs, unit_cost * extra_weights]),
@@ -355,7 +371,8 @@ def _solving(
     # second pass to verify.
     active = int(np.count_nonzero(scores[eligible] > -1))
     in_set = special.copy()
-    limit = _gather_limit(n, d) - int(special.sum())
+    gather = _gather_limit(n, d, memory_share)
+    limit = gather - int(special.sum())
     size = min(len(eligible), max(64, 5 * active // 2))
     if active < limit < size:  # (room for the likely support vectors, if not for twice as many)
         size = limit
@@ -367,7 +384,7 @@ def _solving(
     tolerance /= np.sqrt(1.0 + squares / n)
     center = np.append(center, 0.0)
     for info.rounds in range(1, _MAX_ROUNDS + 1):
-        whole = info.rounds >= _MAX_ROUNDS - 1 or bool(in_set.sum() > _gather_limit(n, d))
+        whole = info.rounds >= _MAX_ROUNDS - 1 or bool(in_set.sum() > gather)
         if whole:  # too many rows to gather (or too many rounds): solve the whole problem
             in_set = ~excluded
         rows, members = _restricted_rows(
@@ -389,11 +406,16 @@ def _solving(
         bias_only = np.zeros(d + 1)
         bias_only[d] = 1.0
         start = [(np.append(seed, 0.0), seed_scores[members]), (bias_only, np.ones(len(rows.big)))]
-        start += [(np.append(axis, 0.0), projection[members, j]) for j, axis in enumerate(axes.T)]
+        start += [
+            (np.append(axis, 0.0), out[members])
+            for axis, out in zip(axes.T, axis_outputs, strict=True)
+        ]
         if info.rounds > 1:
             base = scores[members] - w[d] - offsets[members]
             start.append((np.append(w[:d] - center[:d], 0.0), base))
         out = np.concatenate([scores[members], rows.small @ w[:d] + w[d]])
+        if whole:  # the last round: the subspace keeps the only copy of the outputs it needs
+            del products, seed_scores, offsets, projections, axis_outputs
         w, out = _minimise(rows, w, center, start, out, tolerance, info)
         if whole:
             scores = out[:n]
@@ -401,7 +423,7 @@ def _solving(
         # The verification pass. Float32 products see a float32 solution exactly; rounding it
         # moves the scores by about 1e-7.
         w[:d] = w[:d].astype(F32)
-        scores = (yield w[np.newaxis, :d])[:, 0] + w[d]
+        scores = (yield w[np.newaxis, :d]).pop()[:, 0] + w[d]
         info.passes += 1
         violators = ~in_set & ~excluded & (scores > -1 - _VIOLATION_SLACK)
         if not violators.any():
@@ -415,7 +437,7 @@ def _solving(
         in_set |= violators
         # Over the memory budget, the members furthest inside the margin make room: leaving the
         # working set cannot make the result wrong (the next verification checks every row).
-        excess = int(in_set.sum()) - _gather_limit(n, d)
+        excess = int(in_set.sum()) - gather
         if excess > 0:
             clear = np.flatnonzero(in_set & ~special & (scores < -1 - _VIOLATION_SLACK))
             if len(clear) >= excess:
@@ -426,15 +448,16 @@ def _solving(
     return w[:d], float(w[d]), scores, info
 
 
-def _gather_limit(n: int, d: int) -> int:
-    """How many corpus rows a working set may gather within the memory budget."""
+def _gather_limit(n: int, d: int, share: float) -> int:
+    """How many corpus rows a working set may gather within ``share`` of the corpus matrix."""
     row = 4 * d
-    spare = _MEMORY_SHARE * n * row - 8 * _ROW_ARRAYS * n
+    spare = share * n * row - 8 * _ROW_ARRAYS * n
     # A gathered row brings its outputs on the subspace's directions and a few numbers of its own.
-    per_row = row + 8 * (_AXES + _GRADIENT_DIRECTIONS + 8)
-    # With few dimensions the arrays over all rows alone exceed the budget; gathering an eighth
-    # of the rows still costs less than the subspace's outputs on all of them.
-    return max(int(spare / per_row), n // 8)
+    outputs = 8 * (_AXES + _GRADIENT_DIRECTIONS + 8)
+    per_row = row + outputs
+    # Whatever the share, gathering what costs less than the subspace's outputs on every row (the
+    # whole problem's) is allowed: at most an eighth of the rows.
+    return max(int(spare / per_row), min(n // 8, outputs * n // per_row))
 
 
 def _chunk_rows(corpus: NDArray[np.float32]) -> int:
@@ -595,8 +618,10 @@ def _minimise(
     y, k = rows.y, rows.k
     space = _Subspace(len(w), len(y), len(start) + _GRADIENT_DIRECTIONS)
     curvature = _Curvature(y, k, rows.chunk)
-    for direction, big in start:
+    while start:  # emptied as it goes: its outputs may be views of the caller's last arrays
+        direction, big = start.pop(0)
         space.add(direction, np.concatenate([big, rows.small @ direction[:-1] + direction[-1]]))
+        del big
     space.keep()
     best, stalled = np.inf, 0
     for _ in range(_MAX_DIRECTIONS + 1):
@@ -786,28 +811,35 @@ def _line_search(
     A row's hinge is on over a half-line of steps, so only the rows on at either end of the
     bracket matter inside it.
     """
+    # With y = +-1, a row's output moved by t is y (margin + t pull) and its slope term is
+    # (margin + t pull - 1) pull: margins and pulls are all the rows need (few arrays: on a
+    # whole corpus every one of them is a sizeable share of the memory budget).
     margin = y * out
     pull = y * delta
-    live = k > 0
 
     def rows(high: float) -> tuple[NDArray[F64], ...]:
-        on = np.flatnonzero(live & ((margin < 1) | (margin + high * pull < 1)))
-        return out[on], delta[on], y[on], k[on]
+        moved = high * pull
+        moved += margin
+        on = np.flatnonzero((k > 0) & ((margin < 1) | (moved < 1)))
+        del moved
+        part_pull = pull[on]
+        return margin[on], part_pull, k[on] * part_pull
 
     def slope(t: float) -> tuple[float, float]:
-        moved = part_out + t * part_delta
-        act = part_y * moved < 1
-        ka, da = part_k[act], part_delta[act]
-        first = wp + t * pp + 2 * float(ka @ ((moved[act] - part_y[act]) * da))
-        second = pp + 2 * float(ka @ (da * da))
+        gap = part_margin + t * part_pull
+        gap -= 1.0
+        np.minimum(gap, 0.0, out=gap)  # rows outside the margin: no slope
+        first = wp + t * pp + 2 * float(part_kpull @ gap)
+        act = gap < 0
+        second = pp + 2 * float(part_kpull[act] @ part_pull[act])
         return first, second
 
     low, high = 0.0, 1.0
-    part_out, part_delta, part_y, part_k = rows(high)
+    part_margin, part_pull, part_kpull = rows(high)
     value, curvature = slope(high)
     while value < 0:
         low, high = high, 2 * high
-        part_out, part_delta, part_y, part_k = rows(high)
+        part_margin, part_pull, part_kpull = rows(high)
         value, curvature = slope(high)
     t = high
     for _ in range(60):
@@ -830,7 +862,7 @@ def _fit_start(
     extra: NDArray[F64],
     center: NDArray[F64],
     seed_scores: NDArray[F64],
-    projection: NDArray[F64],
+    axis_outputs: list[NDArray[F64]],
     offsets: NDArray[F64],
     fit_rows: NDArray[np.intp],
     costs: NDArray[F64],
@@ -840,9 +872,10 @@ def _fit_start(
     """The exact minimum over ``center + span(seed, axes) + bias``, looking at the positives,
     the extra negatives and the corpus rows ``fit_rows`` only.
 
-    ``seed_scores``, ``projection`` and ``offsets`` are every corpus row's products with the
-    seed, the axes and the center; ``costs`` are those of the positives, the fit rows and the
-    extra negatives. Returns the solution (augmented with the bias) and every row's score.
+    ``seed_scores``, ``axis_outputs`` (one per axis) and ``offsets`` are every corpus row's
+    products with the seed, the axes and the center; ``costs`` are those of the positives, the
+    fit rows and the extra negatives. Returns the solution (augmented with the bias) and every
+    row's score.
     """
     d = len(seed)
     directions = np.zeros((d + 1, axes.shape[1] + 2))
@@ -859,7 +892,8 @@ def _fit_start(
     outputs[p + rows :] = small_outputs[p:]
     middle = outputs[p : p + rows]
     middle[:, 0] = seed_scores[fit_rows]
-    middle[:, 1:-1] = projection[fit_rows]
+    for j, axis_output in enumerate(axis_outputs, 1):
+        middle[:, j] = axis_output[fit_rows]
     middle[:, -1] = 1.0
     lengths = np.linalg.norm(directions, axis=0)
     kept = _independent(directions / np.where(lengths > 0, lengths, 1.0))
@@ -885,8 +919,8 @@ def _fit_start(
     coefficients[kept] = delta / lengths[kept]
     w = np.append(center, 0.0) + directions @ coefficients
     scores: NDArray[F64] = offsets + coefficients[0] * seed_scores + coefficients[-1]
-    if len(axes.T):
-        scores += projection @ coefficients[1:-1]
+    for coefficient, axis_output in zip(coefficients[1:-1], axis_outputs, strict=True):
+        scores += coefficient * axis_output
     return w, scores
 
 

@@ -28,7 +28,13 @@ from exemplar_svm._checks import (
 )
 from exemplar_svm._index_files import IndexState
 from exemplar_svm._locks import WriteLock
-from exemplar_svm._solver import CorpusStats, corpus_products, first_directions, solve_many
+from exemplar_svm._solver import (
+    MEMORY_SHARE,
+    CorpusStats,
+    corpus_products,
+    first_directions,
+    solve_many,
+)
 from exemplar_svm.stores import Metric
 
 if TYPE_CHECKING:
@@ -81,12 +87,15 @@ SEARCH_OPTIONS: tuple[str, ...] = tuple(SEARCH_DEFAULTS)
 # At most this many queries of a batch share their passes over the corpus (each holds a few
 # arrays over all rows meanwhile).
 _BATCH_GROUP = 8
-# What one query in flight holds per corpus row: about 12 float64 arrays of the solver's and
-# 4 of its plan's (weights, masks, scores).
-_QUERY_BYTES_PER_ROW = 128
+# What one query in flight holds per corpus row when its solver works on the whole problem in
+# place, measured (benchmarks/memory.py: 0.21 of a 100k x 384 corpus, with positives): its
+# plan's arrays and the solver's outputs over every row.
+_QUERY_BYTES_PER_ROW = 320
+# What a query's temporaries take beyond its solver's share (benchmarks/memory.py).
+_SHARE_MARGIN = 0.03
 # The queries in flight hold at most a quarter of the corpus matrix, or this much on a small
 # corpus (a quarter of 10,000 x 384 floats is 3.8 MB; sharing passes is worth more there).
-_BATCH_MEMORY_FLOOR = 64 * 2**20
+_BATCH_MEMORY_FLOOR = 16 * 2**20
 
 # Pseudo-relevance feedback always takes at least this many documents (fewer only when
 # ``feedback`` says so), so a query whose neighbours are all alike still gets some.
@@ -622,9 +631,9 @@ class ExemplarIndex:
         the groups spread over numpy's BLAS threads (each on one meanwhile: the limit is
         process-wide). A batch of any size is answered in such chunks: at most one group per
         BLAS thread is in flight, a group of at most 8 queries and of fewer when their arrays
-        over the corpus (about 128 bytes per row each) would take more than a quarter of the
-        corpus matrix (or than 64 MiB, on a corpus under 256 MiB). An empty batch returns
-        ``[]``.
+        over the corpus (about 320 bytes per row each) would take more than a quarter of the
+        corpus matrix (or than 16 MiB, on a corpus under 64 MiB); when only one query fits, the
+        batch runs one query at a time. An empty batch returns ``[]``.
         """
         corpus = self._corpus  # one snapshot for the whole batch
         if isinstance(queries, (str, bytes)):
@@ -640,20 +649,23 @@ class ExemplarIndex:
         if checked["mode"] == "knn" and plain and all(np.ndim(item) == 1 for item in items):
             return _knn_batch(corpus, items, k)
 
+        memory = max(corpus.vectors.nbytes // 4, _BATCH_MEMORY_FLOOR)
+        in_flight = max(1, memory // (_QUERY_BYTES_PER_ROW * len(corpus.vectors)))
+        # Each solve's working set takes its part of the same budget.
+        share = min(MEMORY_SHARE, memory / in_flight / corpus.vectors.nbytes - _SHARE_MARGIN)
+
         def answer(group: list[ArrayLike]) -> list[list[Hit]]:
             plans = [_plan(corpus, item, positives, negatives, checked) for item in group]
-            rankings = iter(_rankings([plan for plan in plans if plan is not None]))
+            rankings = iter(_rankings([plan for plan in plans if plan is not None], share))
             return [[] if plan is None else _finish(plan, next(rankings), k) for plan in plans]
 
         # The groups run side by side, one per BLAS thread, each on one: a solve's many small
         # steps keep one core busy, so spreading the groups over the cores beats lending every
         # BLAS call all of them (a group still shares its passes over the corpus).
-        threads = blas_threads()
-        memory = max(corpus.vectors.nbytes // 4, _BATCH_MEMORY_FLOOR)
-        budget = memory // (_QUERY_BYTES_PER_ROW * len(corpus.vectors))
-        # At most one group per thread in flight, together within a quarter of the corpus
-        # (but one query per thread at least): a batch of any size runs in such chunks.
-        size = max(1, min(_BATCH_GROUP, budget // threads, -(-len(items) // threads)))
+        # At most one group per thread in flight, together within a quarter of the corpus (one
+        # query at a time if that is all it holds): a batch of any size runs in such chunks.
+        threads = min(blas_threads(), in_flight)
+        size = max(1, min(_BATCH_GROUP, in_flight // threads, -(-len(items) // threads)))
         groups = [items[first : first + size] for first in range(0, len(items), size)]
         if threads == 1 or len(groups) == 1:
             return [hits for group in groups for hits in answer(group)]
@@ -975,7 +987,7 @@ def _feedback(
     return rows, weights / weights.sum()
 
 
-def _rankings(plans: Sequence[_Plan]) -> list[NDArray[Any]]:
+def _rankings(plans: Sequence[_Plan], memory_share: float = MEMORY_SHARE) -> list[NDArray[Any]]:
     """Every plan's scores over the corpus (the plans share one corpus snapshot).
 
     The passes over the corpus that do not depend on a solve's inner steps (its first one and
@@ -984,7 +996,8 @@ def _rankings(plans: Sequence[_Plan]) -> list[NDArray[Any]]:
     """
     rankings: list[NDArray[Any] | None] = [plan.knn_scores for plan in plans]
     svm = [number for number, plan in enumerate(plans) if plan.problem and not plan.lda]
-    solutions = solve_many([cast(dict[str, Any], plans[number].problem) for number in svm])
+    problems = [cast(dict[str, Any], plans[number].problem) for number in svm]
+    solutions = solve_many([{**problem, "memory_share": memory_share} for problem in problems])
     for number, solution in zip(svm, solutions, strict=True):
         rankings[number] = solution[2]
     lda = [number for number, plan in enumerate(plans) if plan.problem and plan.lda]
