@@ -102,6 +102,7 @@ def assert_same_ranking(ours: np.ndarray, ids: np.ndarray, scores: np.ndarray) -
     return sum(len(group) for group in groups if len(group) > 1)
 
 
+@pytest.mark.dev
 def test_parity_with_qdrant_local_mode() -> None:
     pytest.importorskip("qdrant_client")
     from qdrant_client import QdrantClient, models

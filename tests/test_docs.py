@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.test_extras import beyond_test_extra
+from tests.test_extras import examples as named_extras
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 PAGES = sorted(DOCS.rglob("*.md"))
@@ -26,8 +29,15 @@ def name(page: Path, number: int) -> str:
     return f"{page.relative_to(DOCS).as_posix()}#{number}"
 
 
+# The extras named above each example (an example that needs the engines runs after [dev]).
+EXTRAS = {where.removeprefix("docs/"): extras for where, extras, _ in named_extras()}
 EXAMPLES = [
-    pytest.param(name(page, number), code, id=name(page, number))
+    pytest.param(
+        name(page, number),
+        code,
+        id=name(page, number),
+        marks=beyond_test_extra(EXTRAS[name(page, number)]),
+    )
     for page in PAGES
     for number, code in enumerate(blocks(page), start=1)
 ]

@@ -37,6 +37,7 @@ def test_every_page_is_in_the_navigation() -> None:
     assert pages <= set(nav_pages(config["nav"])), "pages missing from mkdocs.yml's nav"
 
 
+@pytest.mark.dev
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs")
     site = tmp_path / "site"

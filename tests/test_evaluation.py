@@ -378,6 +378,7 @@ RANX_METRICS = {
 }
 
 
+@pytest.mark.dev
 @pytest.mark.filterwarnings("ignore:.*unsafe cast")  # numba, inside ranx's nDCG
 @pytest.mark.parametrize(
     ("name", "n_queries"),

@@ -52,12 +52,16 @@ def examples() -> list[tuple[str, tuple[str, ...], str]]:
     return found
 
 
-EXAMPLES = [pytest.param(*example, id=example[0]) for example in examples()]
-
-
 def project() -> dict[str, object]:
     with open(ROOT / "pyproject.toml", "rb") as file:
         return dict(tomllib.load(file)["project"])
+
+
+def beyond_test_extra(extras: tuple[str, ...]) -> list[pytest.MarkDecorator]:
+    """``[pytest.mark.dev]`` when ``extras`` bring a package that the ``[test]`` extra (the
+    README's test command) does not install, so the test runs in CI after ``[dev]``."""
+    brought = {name_of(requirement) for requirement in requested(extras)}
+    return [] if brought <= {name_of(r) for r in requested(("test",))} else [pytest.mark.dev]
 
 
 def name_of(requirement: str) -> str:
@@ -153,6 +157,12 @@ def distribution_of(module: str) -> str | None:
     raise AssertionError(f"{module} is not installed here")
 
 
+EXAMPLES = [
+    pytest.param(*example, id=example[0], marks=beyond_test_extra(example[1]))
+    for example in examples()
+]
+
+
 def test_every_example_is_found() -> None:
     assert {"README.md#1", "docs/vector-databases.md#1"} <= {e.values[0] for e in EXAMPLES}
 
@@ -171,6 +181,7 @@ def test_the_named_extras_bring_every_import(
     assert not missing, f"{where} ({named}) imports modules those extras do not bring: {missing}"
 
 
+@pytest.mark.dev
 def test_the_framework_store_extras_bring_the_framework_stores() -> None:
     # The extras the vector-database examples name, with what they must import.
     for extras, module in [

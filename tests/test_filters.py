@@ -383,6 +383,7 @@ def test_llama_index_pgvector_never_returns_another_tenant(
     assert_tenant_a_only(_llama_retrieve(retrievers))
 
 
+@pytest.mark.dev
 @pytest.mark.parametrize("background", [120, 1000])
 def test_store_index_over_qdrant_never_returns_another_tenant(background: int) -> None:
     """The core alone, with a background that samples the store and one that covers it (every

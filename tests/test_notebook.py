@@ -13,6 +13,7 @@ from tests.conftest import ROOT, dataset_path
 NOTEBOOK = ROOT / "notebooks" / "knn_vs_svm.ipynb"
 
 
+@pytest.mark.dev
 def test_notebook_is_committed_without_outputs() -> None:
     nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,13 +34,38 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_the_readme_runs_the_fast_tests_and_ci_the_slow_ones_too() -> None:
-    """Contributors' command leaves the slow tests out; CI runs them after it."""
+    """Contributors' command installs [test] and leaves the slow and [dev]-only tests out; CI
+    installs [dev] after it and runs exactly those."""
     text = README.read_text(encoding="utf-8").split("<!-- test-command -->", 1)[1]
     command = re.search(r"```bash\n(.*?)\n```", text, re.DOTALL)
-    assert command and command.group(1).endswith('.venv/bin/python -m pytest -m "not slow"')
+    assert command and '-e ".[test]"' in command.group(1)
+    assert command.group(1).endswith('.venv/bin/python -m pytest -m "not slow and not dev"')
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     readme_step = ci.index('bash -euo pipefail -c "$command"')
-    assert ci.index("-m pytest -m slow", readme_step) > readme_step
+    rest = ci.index('-e ".[dev]" && .venv/bin/python -m pytest -m "slow or dev"', readme_step)
+    assert ci.index('bash -euo pipefail -c "$rest"', rest) > rest
+
+
+def test_a_fast_test_needing_a_dev_package_fails_instead_of_skipping(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        (README.parent / "tests" / "conftest.py").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (tmp_path / "test_it.py").write_text(
+        "import pytest\n"
+        "def test_unmarked():\n    pytest.importorskip('no_such_module_here')\n"
+        "@pytest.mark.dev\n"
+        "def test_marked():\n    pytest.importorskip('no_such_module_here')\n"
+        "def test_other_skip():\n    pytest.skip('no dataset')\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "test_it.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "1 failed, 2 skipped" in done.stdout, done.stdout
+    assert "test_unmarked needs a package the [test] extra does not install" in done.stdout
 
 
 NUMBER = re.compile(r"-?\d+\.\d{3}")

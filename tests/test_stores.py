@@ -214,7 +214,13 @@ def store_cache() -> dict[str, VectorStore]:
 @pytest.fixture(
     params=[
         pytest.param(
-            name, marks=[pytest.mark.slow] if name.startswith(("chroma", "pgvector")) else []
+            name,
+            # Chroma and PostgreSQL start a server; the others need a [dev]-only engine.
+            marks=[pytest.mark.slow]
+            if name.startswith(("chroma", "pgvector"))
+            else [pytest.mark.dev]
+            if name != "memory"
+            else [],
         )
         for name in STORES
     ]
@@ -350,6 +356,7 @@ def test_chroma_samples_across_pages(chroma_client: Any) -> None:
     assert ids == ChromaStore(collection).sample(60, seed=5)[0]
 
 
+@pytest.mark.dev
 def test_milvus_integer_keys(milvus_client: Any) -> None:
     from exemplar_svm.stores.milvus import MilvusStore
 
@@ -367,6 +374,7 @@ def test_milvus_integer_keys(milvus_client: Any) -> None:
         store.fetch(["999"])
 
 
+@pytest.mark.dev
 def test_milvus_loads_a_released_collection_and_checks_fields(milvus_client: Any) -> None:
     from exemplar_svm.stores.milvus import MilvusStore
 
@@ -382,6 +390,7 @@ def test_milvus_loads_a_released_collection_and_checks_fields(milvus_client: Any
         MilvusStore(milvus_client, "released", vector_field="vec")
 
 
+@pytest.mark.dev
 def test_faiss_refuses_an_index_without_its_vectors() -> None:
     faiss = pytest.importorskip("faiss")
     from exemplar_svm.stores.faiss import FaissStore
@@ -395,6 +404,7 @@ def test_faiss_refuses_an_index_without_its_vectors() -> None:
     assert_stored(*FaissStore(index, IDS).sample(10, seed=0))
 
 
+@pytest.mark.dev
 def test_faiss_id_maps() -> None:
     faiss = pytest.importorskip("faiss")
     from exemplar_svm.stores.faiss import FaissStore
@@ -411,6 +421,7 @@ def test_faiss_id_maps() -> None:
         FaissStore(faiss.IndexFlat(DIM, faiss.METRIC_L1))
 
 
+@pytest.mark.dev
 def test_faiss_follows_documents_added_after_wrapping() -> None:
     faiss = pytest.importorskip("faiss")
     from exemplar_svm.stores.faiss import FaissStore
@@ -452,6 +463,7 @@ def _exact_among(query: np.ndarray, k: int, allowed: list[str]) -> list[str]:
     return [IDS[row] for row in order[:k]]
 
 
+@pytest.mark.dev
 @pytest.mark.parametrize("kind", ["flat-ip", "flat-l2", "hnsw", "idmap"])
 def test_faiss_filtered_searches_only_the_allowed_ids(kind: str) -> None:
     pytest.importorskip("faiss")
@@ -472,6 +484,7 @@ def test_faiss_filtered_searches_only_the_allowed_ids(kind: str) -> None:
         store.filtered("doc")  # type: ignore[attr-defined]
 
 
+@pytest.mark.dev
 def test_qdrant_filtered_and_named_vectors() -> None:
     from qdrant_client import models
 
@@ -489,6 +502,7 @@ def test_qdrant_filtered_and_named_vectors() -> None:
         store.filtered({"row": 1})  # type: ignore[attr-defined]
 
 
+@pytest.mark.dev
 def test_qdrant_refuses_manhattan_and_unknown_ids() -> None:
     with pytest.raises(ValueError, match="distance 'Manhattan'"):
         qdrant_store("Manhattan")
@@ -497,6 +511,7 @@ def test_qdrant_refuses_manhattan_and_unknown_ids() -> None:
         store.fetch(["doc-1"])
 
 
+@pytest.mark.dev
 def test_qdrant_batches_the_queries_in_one_request() -> None:
     store = qdrant_store("Cosine")
     calls: list[int] = []
@@ -516,6 +531,7 @@ def test_qdrant_batches_the_queries_in_one_request() -> None:
     ]
 
 
+@pytest.mark.dev
 def test_store_index_refuses_unnormalised_vectors_in_a_dot_collection() -> None:
     from qdrant_client import QdrantClient, models
 
