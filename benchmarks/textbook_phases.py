@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor import Timer
 from generators import MINILM, fit
 
 import exemplar_svm._solver as solver
@@ -53,20 +53,6 @@ PHASES = {
 }
 
 
-def timed(owner: Any, name: str, spent: dict[str, float]) -> None:
-    """Replace ``owner.name`` by a wrapper that adds its time to ``spent[name]``."""
-    original: Callable[..., Any] = getattr(owner, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent[name] += time.perf_counter() - start
-
-    setattr(owner, name, wrapper)
-
-
 def main() -> None:
     threadpool_limits(1)
     generator = fit(MINILM)
@@ -76,11 +62,11 @@ def main() -> None:
     norms = np.linalg.norm(corpus, axis=1)
     index.search(queries[0], K, **TEXTBOOK)  # the index's statistics, computed once
 
-    spent: dict[str, float] = defaultdict(float)
+    timer = Timer()
     for name in ["corpus_products", "_minimise", "_subspace_min", "_fit_start", "_restricted_rows"]:
-        timed(solver, name, spent)
+        timer.wrap(solver, name)
     for name in ["forward", "back"]:
-        timed(solver._Rows, name, spent)
+        timer.wrap(solver._Rows, name)
     passes: list[tuple[np.ndarray, np.ndarray]] = []
     products = solver.corpus_products
 
@@ -115,7 +101,7 @@ def main() -> None:
         start = time.perf_counter()
         np.argpartition(-(corpus @ query.astype(np.float32)), K)[:K]
         knn_ms.append(1e3 * (time.perf_counter() - start))
-        spent.clear()
+        timer.seconds.clear()
         passes.clear()
         biases.clear()
         solutions.clear()
@@ -124,9 +110,9 @@ def main() -> None:
         total = 1e3 * (time.perf_counter() - start)
         per_query["total"].append(total)
         for name in PHASES:
-            per_query[name].append(1e3 * spent[name])
+            per_query[name].append(1e3 * timer.total(name))
         outside = ["corpus_products", "_minimise", "_fit_start", "_restricted_rows"]
-        per_query["rest"].append(total - sum(1e3 * spent[name] for name in outside))
+        per_query["rest"].append(total - sum(1e3 * timer.total(name) for name in outside))
         info = solutions[0][3]
         for field in ["rounds", "directions", "newton_steps", "working_set", "support_vectors"]:
             counts[field].append(getattr(info, field))

@@ -60,8 +60,13 @@ def project() -> dict[str, object]:
 def beyond_test_extra(extras: tuple[str, ...]) -> list[pytest.MarkDecorator]:
     """``[pytest.mark.dev]`` when ``extras`` bring a package that the ``[test]`` extra (the
     README's test command) does not install, so the test runs in CI after ``[dev]``."""
-    brought = {name_of(requirement) for requirement in requested(extras)}
-    return [] if brought <= {name_of(r) for r in requested(("test",))} else [pytest.mark.dev]
+    return [] if packages(extras) <= packages(("test",)) else [pytest.mark.dev]
+
+
+@cache
+def packages(extras: tuple[str, ...]) -> frozenset[str]:
+    """The names of the packages that pyproject.toml lists for exemplar-svm with ``extras``."""
+    return frozenset(name_of(requirement) for requirement in requested(extras))
 
 
 def name_of(requirement: str) -> str:

@@ -211,20 +211,14 @@ def store_cache() -> dict[str, VectorStore]:
     return {}
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(
-            name,
-            # Chroma and PostgreSQL start a server; the others need a [dev]-only engine.
-            marks=[pytest.mark.slow]
-            if name.startswith(("chroma", "pgvector"))
-            else [pytest.mark.dev]
-            if name != "memory"
-            else [],
-        )
-        for name in STORES
-    ]
-)
+def store_marks(name: str) -> list[pytest.MarkDecorator]:
+    """Chroma and PostgreSQL start a server; Milvus, FAISS and Qdrant need a [dev]-only engine."""
+    if name == "memory":
+        return []
+    return [pytest.mark.slow] if name.startswith(("chroma", "pgvector")) else [pytest.mark.dev]
+
+
+@pytest.fixture(params=[pytest.param(name, marks=store_marks(name)) for name in STORES])
 def store(request: pytest.FixtureRequest, store_cache: dict[str, VectorStore]) -> VectorStore:
     name = request.param
     if name.startswith("milvus"):
