@@ -739,3 +739,31 @@ def test_a_counter_example_does_not_outweigh_the_query_on_a_small_corpus() -> No
         hits = index.search(topic, k=4, mode=mode, negatives=[negative])
         assert set(order(hits)[:3]) == {"a", "b", "c"}, mode
         assert "opposite" not in order(hits)[:3], mode
+
+
+@pytest.mark.parametrize("mode", ["svm", "hybrid"])
+def test_a_search_ranks_as_if_every_score_were_computed(monkeypatch, mode: str) -> None:
+    # A plain SVM search asks the solver for its top k only (a verification may bound rows
+    # instead of scoring them); the hybrid takes every score. Both rank as with every row scored.
+    import exemplar_svm._solver as solver
+    from tests.test_svm import clustered
+
+    corpus = clustered(20_000, 32, seed=31)
+    index = ExemplarIndex(corpus, ids=[f"d{i}" for i in range(len(corpus))])
+    query = corpus[5] + 0.05 * np.random.default_rng(0).normal(size=32)
+    options = {"mode": mode, "C": 0.1, "feedback": 0}
+    seen = []
+    solve_many = solver.solve_many
+
+    def recorded(problems):
+        solutions = solve_many(problems)
+        seen.extend(solution[3] for solution in solutions)
+        return solutions
+
+    monkeypatch.setattr("exemplar_svm.index.solve_many", recorded)
+    hits = index.search(query, 10, **options)
+    monkeypatch.setattr(solver, "_bounded_scores", lambda *args: None)
+    every = index.search(query, 10, **options)
+    assert [hit.id for hit in hits] == [hit.id for hit in every]
+    np.testing.assert_allclose([h.score for h in hits], [h.score for h in every], atol=1e-6)
+    assert seen[0].passes == seen[1].passes - (mode == "svm")

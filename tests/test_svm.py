@@ -367,3 +367,74 @@ def test_solve_many_shares_passes_and_matches_single_solves() -> None:
     other = as_corpus(corpus_embeddings("cranfield"))
     with pytest.raises(ValueError, match="one corpus matrix"):
         solve_many([problems[0], {**problems[1], "corpus": other}])
+
+
+def _top_solves(candidates: np.ndarray | None, k: int = 10):
+    """The same problem solved for every score, and for the top k of ``candidates`` only."""
+    from exemplar_svm._solver import CorpusStats, as_corpus, solve
+
+    data = clustered(20_001, 32, seed=31)
+    query, corpus = data[:1].astype(np.float64), as_corpus(data[1:])
+    stats = CorpusStats.of(corpus)
+    args = (query, corpus, np.ones(len(corpus)), np.empty((0, 32)), np.empty(0), 0.1)
+    mask = np.ones(len(corpus), bool) if candidates is None else candidates
+    return solve(*args, stats=stats), solve(*args, stats=stats, top=(k, mask)), mask
+
+
+def _top_of(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    rows = np.flatnonzero(mask)
+    return rows[np.lexsort((rows, -scores[rows]))[:k]]
+
+
+def test_a_top_k_solve_bounds_the_last_verification_and_keeps_the_solution() -> None:
+    full, top, mask = _top_solves(None)
+    (coef, intercept, scores, info), (top_coef, top_intercept, top_scores, top_info) = full, top
+    assert info.rounds == top_info.rounds == 2
+    assert top_info.passes == info.passes - 1  # the second verification needed no pass
+    np.testing.assert_allclose(top_coef, coef, rtol=0, atol=1e-9)
+    assert abs(top_intercept - intercept) <= 1e-9
+    # Every row scored is scored exactly; every other row was proven a non-support vector,
+    # outside the top 10.
+    scored = np.isfinite(top_scores)
+    assert 0 < scored.sum() < len(scores) // 4
+    assert np.isneginf(top_scores[~scored]).all()
+    np.testing.assert_allclose(top_scores[scored], scores[scored], rtol=0, atol=1e-6)
+    assert (scores[~scored] < -1).all() and top_info.support_vectors == info.support_vectors
+    assert scores[~scored].max() < np.sort(scores)[-10]
+    np.testing.assert_array_equal(_top_of(top_scores, mask, 10), _top_of(scores, mask, 10))
+
+
+@pytest.mark.parametrize(
+    ("share", "bounded"),
+    [(0.5, True), (0.05, True), (0.0003, False)],
+    ids=["half the rows", "5% of rows", "3 rows"],
+)
+def test_a_top_k_solve_scores_whatever_could_rank_among_the_candidates(
+    share: float, bounded: bool
+) -> None:
+    # Random candidates: the best of them are support vectors, near the margin, where the bound
+    # decides; with fewer candidates than hits any row could be one, and a pass scores them all.
+    rng = np.random.default_rng(5)
+    candidates = rng.random(20_000) < share
+    full, top, mask = _top_solves(candidates)
+    scores, top_scores = full[2], top[2]
+    best = _top_of(scores, mask, 10)
+    np.testing.assert_array_equal(_top_of(top_scores, mask, 10), best)
+    np.testing.assert_allclose(top_scores[best], scores[best], rtol=0, atol=1e-6)
+    if bounded:
+        assert top[3].passes == full[3].passes - 1 and np.isneginf(top_scores).any()
+    else:
+        assert top[3].passes == full[3].passes and np.isfinite(top_scores).all()
+
+
+def test_row_lengths_outside_the_principal_axes() -> None:
+    from exemplar_svm._solver import CorpusStats, as_corpus
+
+    corpus = as_corpus(clustered(800, 40, seed=24))
+    stats = CorpusStats.of(corpus)
+    residuals, longest = stats.residuals(corpus)
+    axes, _ = stats.axes(corpus)
+    rows = corpus.astype(np.float64)
+    outside = np.linalg.norm(rows - (rows @ axes) @ axes.T, axis=1)
+    assert (residuals >= outside).all() and (residuals <= outside + 1e-5).all()
+    assert longest == pytest.approx(np.linalg.norm(rows, axis=1).max())

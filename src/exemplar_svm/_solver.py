@@ -10,9 +10,10 @@ solver
 1. scores the corpus once along a seed direction (the whitened or plain mean difference between
    positives and negatives, i.e. the exemplar LDA) and solves the problem exactly over the seed,
    the bias and the corpus's leading principal axes, whose outputs an index keeps precomputed
-   (so this needs no further pass); its scores rank the support vectors near the top;
+   (so this needs no further pass), on the seed's top rows: how many rows are active there
+   sizes the working set;
 2. solves the problem restricted to a working set of the rows most likely to be support
-   vectors (the top of that ranking, as many as fit the memory budget), plus one aggregate row
+   vectors (the top of the seed's ranking, as many as fit the memory budget), plus one aggregate row
    (the mean of all other rows, weighted by their count) that keeps the restricted solution
    from drifting. When the likely support vectors would not fit the budget (at a small C a
    third of the corpus can be support vectors) the restricted problem is the whole problem,
@@ -22,7 +23,14 @@ solver
    conditions hold for every row) and those scores are the final ones; otherwise the violators
    join the working set (members well inside the margin making room when the budget is full;
    this cannot make the result wrong, as every round verifies all rows) and the solve restarts
-   warm.
+   warm. The first round is solved roughly (the next one starts from it and solves exactly).
+
+A caller that wants only the top k candidates (a search) lets later verifications skip the pass:
+the move since the last pass splits into a part along directions whose outputs on every row are
+known (that solution, the seed, the principal axes) and a rest, which changes a row's score by
+at most its length times the row's length outside the principal axes. Only the rows that bound
+leaves near the margin or near the k-th best score are scored, gathered; the others are proven
+to be neither violators nor hits, and score ``-inf``.
 
 The restricted problem is solved over a growing subspace. Every direction in it comes with its
 outputs on every row, so the exact minimum over the whole subspace is a small (m-dimensional)
@@ -70,6 +78,12 @@ _MAX_ROUNDS = 30
 # subspace keeps at once (the oldest make way: their outputs are n numbers each).
 _MAX_DIRECTIONS = 60
 _GRADIENT_DIRECTIONS = 4
+# The solver stops once the gradient has stayed within this many tolerances for three directions:
+# float32 sums put its floor there (a converging solve would have gone below the tolerance).
+_NEAR = 2.0
+# A first round that a verification pass will follow anyway is solved to this tolerance only:
+# the next round starts from its solution and solves exactly.
+_ROUGH = 1e-3
 # A row counts as a violator a little before the margin, so float32 rounding cannot hide one.
 _VIOLATION_SLACK = 1e-4
 # Peak extra memory of a solve stays within a quarter of the corpus matrix: the float64 arrays
@@ -86,6 +100,12 @@ _WIDE_ENTRIES = 1 << 16
 # with twice as many, the working sets picked and the rounds needed were the same on clustered
 # data (up to 200k rows) and on the shared datasets.
 _SEED_FIT_ROWS = 4096
+# The first working set: the seed's top rows, half again as many as the starting fit finds
+# active, and at least this many. Its solve costs about in proportion to its rows, and the
+# support vectors it misses join at the verification: at 100k x 384, with C from 0.01 to 1,
+# 1.5 times was faster than 1 or 2.5 times.
+_SET_FACTOR = 1.5
+_SET_FLOOR = 1024
 # Rows it samples from the rest of a large corpus, to stand for them.
 _REST_SAMPLE = 2048
 # Float64 products with the float32 corpus go in blocks of 1/32 of it (a block's float64 copy is
@@ -120,6 +140,7 @@ class SolveInfo:
     passes: int = 0  # passes over the whole corpus
     working_set: int = 0
     support_vectors: int = 0
+    bounded: int = 0  # rows that verifications by a bound had to score
     gradients: list[float] = field(default_factory=list)  # each exact gradient's norm, in order
 
 
@@ -170,7 +191,7 @@ class _Rows:
             block = max(8, min(_SPARSE_BLOCK, split // 64))  # a copy of 1/64 of the corpus at most
             for first in range(0, len(active), block):
                 rows = active[first : first + block]
-                back[:-1] += r[rows].astype(F32) @ self.big[rows]
+                back[:-1] += r[rows].astype(F32) @ np.take(self.big, rows, axis=0)
         else:
             # A float32 sum of many rows errs by about 1e-7 of its partial sums, which the rows'
             # shared direction makes large; with the weights centred (and their mean times the
@@ -196,6 +217,7 @@ def solve(
     center: NDArray[F64] | None = None,
     tolerance: float = SCORE_TOLERANCE,
     memory_share: float = MEMORY_SHARE,
+    top: tuple[int, NDArray[np.bool_]] | None = None,
 ) -> Solution:
     """Exact solution for positives against weighted corpus rows and extra negatives.
 
@@ -224,6 +246,12 @@ def solve(
         The share of the corpus matrix the working set and the arrays over every row may take
         (solves side by side share a quarter of it); the whole problem in place needs none, so
         over a small share the solve takes more passes, never more memory.
+    top : (k, candidates), optional
+        Only the ranking of the best ``k`` rows among ``candidates`` (a mask over the corpus) is
+        wanted: then a verification after the first may bound the rows' scores instead of
+        computing them (see :func:`_bounded_scores`). The solution is as exact as without it;
+        the scores are exact for every row that could rank among the top ``k`` candidates and
+        for every support vector, and ``-inf`` for the rows proven to rank below both.
 
     Returns
     -------
@@ -277,6 +305,7 @@ def _solving(
     center: NDArray[F64] | None = None,
     tolerance: float = SCORE_TOLERANCE,
     memory_share: float = MEMORY_SHARE,
+    top: tuple[int, NDArray[np.bool_]] | None = None,
 ) -> Generator[NDArray[F64], list[NDArray[F64]], Solution]:
     """:func:`solve`, yielding the vectors (m, d) whose products with the corpus (n, m) it
     needs sent back, in a one-element list (its first pass and every verification)."""
@@ -317,18 +346,17 @@ def _solving(
     info.passes += 1
     seed_scores = products[:, 0]
     offsets = products[:, 1] if has_center else np.zeros(n)
-    # The starting fit only picks the working set (every round verifies all rows). Without a
-    # center, the rows it can find active lie near the top of the seed ranking, so on a large
-    # corpus it looks at those only.
+    # The starting fit only sizes (and with a center, picks) the working set: every round
+    # verifies all rows. Without a center, the rows it can find active lie near the top of the
+    # seed ranking, so on a large corpus it looks at those only.
     fit_rows = np.flatnonzero(~excluded)
     eligible = np.flatnonzero(~excluded & ~special)
     every_row = len(fit_rows)
     if not has_center and len(fit_rows) > _SEED_FIT_ROWS:
-        top = np.argpartition(-seed_scores[fit_rows], _SEED_FIT_ROWS - 1)[:_SEED_FIT_ROWS]
-        fit_rows = fit_rows[np.sort(top)]  # in order: the fit gathers their outputs
+        highest = np.argpartition(-seed_scores[fit_rows], _SEED_FIT_ROWS - 1)[:_SEED_FIT_ROWS]
+        fit_rows = fit_rows[np.sort(highest)]  # in order: the fit gathers their outputs
     # The best solution over the seed, the bias and the corpus's principal axes: their outputs
-    # on every row are known, so this small problem needs no pass, and its scores rank the
-    # support vectors far better than the seed's alone.
+    # on every row are known, so this small problem needs no pass.
     # Each axis's outputs stay in the array that holds them (the index's, the first pass's): a
     # copy of them all would cost a twentieth of the corpus matrix.
     axes, projections = np.zeros((d, 0)), []
@@ -342,6 +370,7 @@ def _solving(
     # The rows the fit leaves out are represented by a fixed sample of them, weighted up to
     # stand for all of them: so the fit's scores are sensible on every row.
     costs = unit_cost * corpus_weights[fit_rows]
+    top_rows, scale = len(fit_rows), 1.0
     if len(fit_rows) < every_row:
         left = ~excluded
         left[fit_rows] = False
@@ -352,7 +381,7 @@ def _solving(
         scale = float(rest_weight / corpus_weights[sample].sum())
         fit_rows = np.concatenate([fit_rows, sample])
         costs = np.concatenate([costs, scale * unit_cost * corpus_weights[sample]])
-    w, scores = _fit_start(
+    fit = _fit_start(
         seed,
         axes,
         positives,
@@ -365,24 +394,50 @@ def _solving(
         np.concatenate([positive_cost, costs, unit_cost * extra_weights]),
         _chunk_rows(corpus),
         info,
+        every_row=has_center,
     )
-    # Two and a half times the rows active at the start (fewer if the memory budget allows
-    # fewer): the support vectors are nearly all among them, and a second round would cost a
-    # second pass to verify.
-    active = int(np.count_nonzero(scores[eligible] > -1))
+    if has_center:
+        # The fit looked at every row: its scores rank them, and its solution starts the solve.
+        w, scores = fit
+        rank = scores
+        active = int(np.count_nonzero(scores[eligible] > -1))
+    else:
+        # The fit only estimates how many rows are active (the sample standing for the rows it
+        # left out). Its ranking of the rows was no better than the seed's (the support
+        # vectors' worst rank in either was 10k-70k of 100k), and a solve started from the
+        # center finds the fit's solution in its first subspace step anyway.
+        on = fit[1] > -1
+        active = int(np.count_nonzero(on[:top_rows]) + scale * np.count_nonzero(on[top_rows:]))
+        w, scores, rank = np.append(center, 0.0), offsets, seed_scores
     in_set = special.copy()
     gather = _gather_limit(n, d, memory_share)
     limit = gather - int(special.sum())
-    size = min(len(eligible), max(64, 5 * active // 2))
+    size = min(len(eligible), max(_SET_FLOOR, int(_SET_FACTOR * active)))
     if active < limit < size:  # (room for the likely support vectors, if not for twice as many)
         size = limit
+    pool = eligible
+    if not has_center and top_rows < every_row:  # the fit's rows are the seed's top ones
+        highest = fit_rows[:top_rows]
+        highest = highest[~special[highest]]
+        if size <= len(highest):
+            pool = highest
     if size:
-        in_set[eligible[np.argpartition(-scores[eligible], size - 1)[:size]]] = True
+        in_set[pool[np.argpartition(-rank[pool], size - 1)[:size]]] = True
+    del fit, rank  # (a whole-problem round frees the first pass's products)
 
     # The gradient bound on the scores is for a row of the corpus's root-mean-square length.
     squares = stats.squares(corpus) if stats is not None else float(np.vdot(corpus, corpus))
     tolerance /= np.sqrt(1.0 + squares / n)
     center = np.append(center, 0.0)
+    # Asked for the top k only, a verification after the first may bound each row's score by its
+    # move since the last verification pass (see _bounded_scores), with the directions whose
+    # outputs on every row are known.
+    reference: tuple[NDArray[F64], NDArray[F64]] | None = None
+    known = None
+    if stats is not None and top is not None and corpus.size > _WIDE_ENTRIES:
+        residuals, longest = stats.residuals(corpus)
+        directions = np.column_stack([seed, axes])
+        known = _Known(directions, [products[:, :1], *projections], residuals, longest)
     for info.rounds in range(1, _MAX_ROUNDS + 1):
         whole = info.rounds >= _MAX_ROUNDS - 1 or bool(in_set.sum() > gather)
         if whole:  # too many rows to gather (or too many rounds): solve the whole problem
@@ -416,17 +471,36 @@ def _solving(
         out = np.concatenate([scores[members], rows.small @ w[:d] + w[d]])
         if whole:  # the last round: the subspace keeps the only copy of the outputs it needs
             del products, seed_scores, offsets, projections, axis_outputs
-        w, out = _minimise(rows, w, center, start, out, tolerance, info)
+            reference = known = None
+        # (a first round with every row in its set needs no verification: it is solved exactly)
+        rough = not whole and info.rounds == 1 and bool((~in_set & ~excluded).any())
+        goal = max(tolerance, _ROUGH) if rough else tolerance
+        w, out = _minimise(rows, w, center, start, out, goal, info)
         if whole:
             scores = out[:n]
             break
-        # The verification pass. Float32 products see a float32 solution exactly; rounding it
-        # moves the scores by about 1e-7.
+        # The verification. Float32 products see a float32 solution exactly; rounding it moves
+        # the scores by about 1e-7.
         w[:d] = w[:d].astype(F32)
-        scores = (yield w[np.newaxis, :d]).pop()[:, 0] + w[d]
-        info.passes += 1
+        bounded = None
+        if reference is not None and known is not None:
+            bounded = _bounded_scores(corpus, rows.big, members, in_set, w, reference, known, info)
+        if bounded is None:
+            scores = yield from _verification(w)
+            info.passes += 1
+            if known is not None:
+                reference = (w.copy(), scores)
+        else:
+            scores, upper = bounded
         violators = ~in_set & ~excluded & (scores > -1 - _VIOLATION_SLACK)
-        if not violators.any():
+        if not violators.any() and not rough:
+            if (
+                bounded is not None
+                and top is not None
+                and not _top_scored(corpus, scores, upper, w, top, info)
+            ):
+                scores = yield from _verification(w)  # too many rows could reach the top k
+                info.passes += 1
             break
         # The violators of one round can be many that the next solution keeps clear: take the
         # worst, at most as many as the set holds, and check again.
@@ -446,6 +520,111 @@ def _solving(
     info.working_set = int(in_set.sum())
     info.support_vectors = int(np.count_nonzero(~excluded & (scores > -1)))
     return w[:d], float(w[d]), scores, info
+
+
+def _verification(w: NDArray[F64]) -> Generator[NDArray[F64], list[NDArray[F64]], NDArray[F64]]:
+    """Every row's score under ``w`` (augmented), from a pass over the corpus."""
+    scores: NDArray[F64] = (yield w[np.newaxis, :-1]).pop()[:, 0] + w[-1]
+    return scores
+
+
+@dataclass
+class _Known:
+    """Directions (d, m) whose outputs on every corpus row are known (blocks of columns, in
+    order), and how long each row is outside the span of some of them (an upper bound on its
+    length outside their span)."""
+
+    directions: NDArray[F64]
+    outputs: list[NDArray[F64]]
+    residuals: NDArray[F64]
+    longest: float  # the longest row's length
+
+
+def _bounded_scores(
+    corpus: NDArray[np.float32],
+    gathered: NDArray[np.float32],
+    members: NDArray[np.intp],
+    in_set: NDArray[np.bool_],
+    w: NDArray[F64],
+    reference: tuple[NDArray[F64], NDArray[F64]],
+    known: _Known,
+    info: SolveInfo,
+) -> tuple[NDArray[F64], NDArray[F64]] | None:
+    """Verify ``w`` (augmented) without a pass: the scores of the working set and of every row
+    that could violate the margin, ``-inf`` for the others, and every row's upper bound on its
+    score; None when too many rows would need scoring.
+
+    ``reference`` is an earlier solution with every row's score. The move since then splits
+    into its projection on the span of that solution and the known directions, whose outputs on
+    every row give that part of each row's change exactly, and a rest orthogonal to the span,
+    which changes a row's score by at most its length times the row's length outside the span.
+    The bound adds the float32 products' worst rounding.
+    """
+    n, d = corpus.shape
+    before, scores_before = reference
+    basis = np.column_stack([before[:d], known.directions])
+    move = w - before
+    coef = np.linalg.lstsq(basis, move[:d], rcond=None)[0]
+    rest = float(np.linalg.norm(move[:d] - basis @ coef))
+    # A float32 product x @ v errs by at most d eps |x| |v|: on the new scores and on each of
+    # the known outputs the bound is made of.
+    lengths = np.linalg.norm(basis, axis=0)
+    factors = np.linalg.norm(w[:d]) + abs(1 + coef[0]) * lengths[0] + np.abs(coef[1:]) @ lengths[1:]
+    rounding = d * float(np.finfo(F32).eps) * known.longest * float(factors)
+    upper = (1 + coef[0]) * scores_before
+    upper += move[d] - coef[0] * before[d] + rounding
+    first = 1
+    for block in known.outputs:
+        upper += block @ coef[first : first + block.shape[1]]
+        first += block.shape[1]
+    upper += rest * known.residuals
+    need = np.flatnonzero(~in_set & (upper > -1 - _VIOLATION_SLACK))
+    if len(need) > n // 4:
+        return None
+    scores = np.full(n, -np.inf)
+    w32 = w[:d].astype(F32)
+    scores[members] = (gathered @ w32).astype(F64) + w[d]
+    _score_rows(corpus, scores, need, w, info)
+    return scores, upper
+
+
+def _score_rows(
+    corpus: NDArray[np.float32],
+    scores: NDArray[F64],
+    rows: NDArray[np.intp],
+    w: NDArray[F64],
+    info: SolveInfo,
+) -> None:
+    """Fill in the scores of ``rows`` under ``w`` (augmented), gathering a block at a time."""
+    w32 = w[:-1].astype(F32)
+    block = _block_rows(len(corpus))
+    for first in range(0, len(rows), block):
+        part = rows[first : first + block]
+        scores[part] = (np.take(corpus, part, axis=0) @ w32).astype(F64) + w[-1]
+    info.bounded += len(rows)
+
+
+def _top_scored(
+    corpus: NDArray[np.float32],
+    scores: NDArray[F64],
+    upper: NDArray[F64],
+    w: NDArray[F64],
+    top: tuple[int, NDArray[np.bool_]],
+    info: SolveInfo,
+) -> bool:
+    """Score every row whose bound ``upper`` reaches the k-th best scored candidate (so the top
+    k candidates, and any row equal to one, are scored exactly); False when those would be too
+    many to gather."""
+    k, candidates = top
+    scored = np.flatnonzero(candidates & np.isfinite(scores))
+    kth = -np.inf
+    if len(scored) >= k:
+        kth = float(np.partition(scores[scored], len(scored) - k)[len(scored) - k])
+    more = np.flatnonzero(np.isneginf(scores) & (upper >= kth))
+    if len(more) > len(corpus) // 4:
+        return False
+    _score_rows(corpus, scores, more, w, info)
+    return True
 
 
 def _gather_limit(n: int, d: int, share: float) -> int:
@@ -580,7 +759,7 @@ def _restricted_rows(
         big_sum = corpus_sum
     else:
         members = np.flatnonzero(in_set)
-        big = corpus[members]
+        big = np.take(corpus, members, axis=0)  # (several times faster than corpus[members])
         big_k = unit_cost * corpus_weights[members]
         big_sum = big.sum(axis=0, dtype=F64)
         outside = int(np.count_nonzero(~in_set & (corpus_weights > 0)))
@@ -623,7 +802,7 @@ def _minimise(
         space.add(direction, np.concatenate([big, rows.small @ direction[:-1] + direction[-1]]))
         del big
     space.keep()
-    best, stalled = np.inf, 0
+    best, stalled, near = np.inf, 0, 0
     for _ in range(_MAX_DIRECTIONS + 1):
         # The exact minimum over w + span(dirs): the outputs of every direction are known.
         basis, known, gram = space.view()
@@ -635,11 +814,14 @@ def _minimise(
         gradient = w - center + 2 * rows.back(_residual(out, y, k), info)
         norm = float(np.linalg.norm(gradient))
         info.gradients.append(norm)
-        # Float32 sums cannot certify a gradient below their rounding: stop once it has not
-        # reached a new low for a while.
+        # Float32 sums cannot certify a gradient below their rounding, which on a corpus of unit
+        # rows lies just above the tolerance: stop once it has not reached a new low for a
+        # while, or has stayed near the tolerance for three directions (converging, it would
+        # have dropped below it).
         stalled = 0 if norm < best else stalled + 1
         best = min(best, norm)
-        if norm <= tolerance or stalled >= 4:
+        near = near + 1 if norm <= _NEAR * tolerance else 0
+        if norm <= tolerance or stalled >= 4 or near >= 3:
             break
         step = -gradient
         step[:-1] = step[:-1].astype(F32)  # float32 products see float32 numbers exactly
@@ -868,6 +1050,7 @@ def _fit_start(
     costs: NDArray[F64],
     chunk: int,
     info: SolveInfo,
+    every_row: bool = True,
 ) -> tuple[NDArray[F64], NDArray[F64]]:
     """The exact minimum over ``center + span(seed, axes) + bias``, looking at the positives,
     the extra negatives and the corpus rows ``fit_rows`` only.
@@ -875,7 +1058,7 @@ def _fit_start(
     ``seed_scores``, ``axis_outputs`` (one per axis) and ``offsets`` are every corpus row's
     products with the seed, the axes and the center; ``costs`` are those of the positives, the
     fit rows and the extra negatives. Returns the solution (augmented with the bias) and every
-    row's score.
+    row's score (``every_row``), or the fit rows' only.
     """
     d = len(seed)
     directions = np.zeros((d + 1, axes.shape[1] + 2))
@@ -918,6 +1101,9 @@ def _fit_start(
     coefficients = np.zeros(directions.shape[1])
     coefficients[kept] = delta / lengths[kept]
     w = np.append(center, 0.0) + directions @ coefficients
+    if not every_row:
+        fitted: NDArray[F64] = (base + outputs @ delta)[p : p + rows]
+        return w, fitted
     scores: NDArray[F64] = offsets + coefficients[0] * seed_scores + coefficients[-1]
     for coefficient, axis_output in zip(coefficients[1:-1], axis_outputs, strict=True):
         scores += coefficient * axis_output
@@ -975,6 +1161,8 @@ class CorpusStats:
         self._inverse: NDArray[np.float32] | None = None
         self._axes: NDArray[F64] | None = None
         self._projection: NDArray[F64] | None = None
+        self._residuals: NDArray[F64] | None = None
+        self._longest = 0.0
 
     @classmethod
     def of(cls, corpus: NDArray[np.float32]) -> CorpusStats:
@@ -1032,6 +1220,24 @@ class CorpusStats:
             self._projection = _project(corpus, self._axes)
             self.seconds += time.perf_counter() - start
         return self._axes, self._projection
+
+    def residuals(self, corpus: NDArray[np.float32]) -> tuple[NDArray[F64], float]:
+        """Every row's length outside the principal axes, and the longest row's length."""
+        if self._residuals is None:
+            _, projection = self.axes(corpus)
+            start = time.perf_counter()
+            lengths = np.empty(len(corpus))
+            block = _block_rows(len(corpus))
+            for first in range(0, len(corpus), block):
+                part = corpus[first : first + block].astype(F64)
+                lengths[first : first + block] = np.einsum("ij,ij->i", part, part)
+            self._longest = float(np.sqrt(lengths.max(initial=0.0)))
+            lengths -= np.einsum("ij,ij->i", projection, projection)
+            # Rounding can leave a row inside the axes a tiny negative square: a margin keeps
+            # the bound an upper one.
+            self._residuals = np.sqrt(np.maximum(lengths, 0.0)) + 1e-6 * self._longest
+            self.seconds += time.perf_counter() - start
+        return self._residuals, self._longest
 
     def whiten(self, corpus: NDArray[np.float32], direction: NDArray[F64]) -> NDArray[F64]:
         whitened: NDArray[F64] = (self.whitener(corpus) @ direction.astype(F32)).astype(F64)

@@ -610,7 +610,7 @@ class ExemplarIndex:
         plan = _plan(self._corpus, query, positives, negatives, checked)
         if plan is None:
             return []
-        return _finish(plan, _rankings([plan])[0], k)
+        return _finish(plan, _rankings([plan], k)[0], k)
 
     def search_batch(
         self,
@@ -656,7 +656,7 @@ class ExemplarIndex:
 
         def answer(group: list[ArrayLike]) -> list[list[Hit]]:
             plans = [_plan(corpus, item, positives, negatives, checked) for item in group]
-            rankings = iter(_rankings([plan for plan in plans if plan is not None], share))
+            rankings = iter(_rankings([plan for plan in plans if plan is not None], k, share))
             return [[] if plan is None else _finish(plan, next(rankings), k) for plan in plans]
 
         # The groups run side by side, one per BLAS thread, each on one: a solve's many small
@@ -987,17 +987,28 @@ def _feedback(
     return rows, weights / weights.sum()
 
 
-def _rankings(plans: Sequence[_Plan], memory_share: float = MEMORY_SHARE) -> list[NDArray[Any]]:
-    """Every plan's scores over the corpus (the plans share one corpus snapshot).
+def _rankings(
+    plans: Sequence[_Plan], k: int, memory_share: float = MEMORY_SHARE
+) -> list[NDArray[Any]]:
+    """Every plan's scores over the corpus (the plans share one corpus snapshot), as far as
+    its top ``k`` hits need them.
 
     The passes over the corpus that do not depend on a solve's inner steps (its first one and
     its verifications) are shared by the plans' solves, and the exemplar LDAs are scored in one
-    pass: one matrix product each.
+    pass: one matrix product each. A plan ranked by its SVM scores alone asks the solver for
+    its top k only, which may spare a verification pass (rows that cannot rank score -inf);
+    the hybrid and the demotion take every candidate's score.
     """
     rankings: list[NDArray[Any] | None] = [plan.knn_scores for plan in plans]
     svm = [number for number, plan in enumerate(plans) if plan.problem and not plan.lda]
-    problems = [cast(dict[str, Any], plans[number].problem) for number in svm]
-    solutions = solve_many([{**problem, "memory_share": memory_share} for problem in problems])
+    problems = []
+    for number in svm:
+        plan = plans[number]
+        problem = {**cast(dict[str, Any], plan.problem), "memory_share": memory_share}
+        if plan.hybrid_weight is None and plan.excess is None:
+            problem["top"] = (k, plan.candidates)
+        problems.append(problem)
+    solutions = solve_many(problems)
     for number, solution in zip(svm, solutions, strict=True):
         rankings[number] = solution[2]
     lda = [number for number, plan in enumerate(plans) if plan.problem and plan.lda]
@@ -1144,6 +1155,11 @@ def top_k(scores: NDArray[np.float64], mask: NDArray[np.bool_], k: int) -> NDArr
     rows = np.flatnonzero(mask)
     values = scores[rows]
     if k < len(rows):
+        # -inf marks rows a solver proved out of the top k (and numpy's partition is slow on
+        # many equal values).
+        ranked = values > -np.inf
+        if np.count_nonzero(ranked) >= k > 0:
+            rows, values = rows[ranked], values[ranked]
         cut = np.partition(values, len(values) - k)[len(values) - k]
         keep = values >= cut
         rows, values = rows[keep], values[keep]
